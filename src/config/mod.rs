@@ -1,0 +1,267 @@
+//! The router's configuration: the TOML file model, environment overrides, and validation into
+//! the typed [`Config`] the rest of the crate reads.
+
+mod model;
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use thiserror::Error;
+
+pub use model::{
+    DynamoDbSection, FileStoreSection, ListenSection, RouterFile, RoutingSection, StoreKind,
+    StoreSection, UpstreamSection,
+};
+
+use crate::routing::{HostPattern, PatternError};
+
+/// The router TOML shipped in `conf/`, compiled in so the binary runs with no arguments.
+pub const EMBEDDED_ROUTER_TOML: &str = include_str!("../../conf/router.toml");
+
+/// Prefix of environment overrides: `SESSION_ROUTER__STORE__KIND=dynamodb`.
+pub const ENV_PREFIX: &str = "SESSION_ROUTER__";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// Parse, unknown-key and type errors; figment's message names the key and the source.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("key `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Where the router TOML comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource<'a> {
+    File(&'a Path),
+    Embedded,
+}
+
+/// The validated configuration. Everything here has been checked; consumers do not re-validate.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: ListenSection,
+    pub routing: Routing,
+    pub store: StoreSection,
+    pub upstream: Upstream,
+}
+
+/// Routing settings with the host patterns compiled.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    pub path_hosts: Vec<HostPattern>,
+    pub host_patterns: Vec<HostPattern>,
+    pub session_key: SessionKeyTemplate,
+    pub container_port: u16,
+    pub affinity_cookie: String,
+    pub preserve_host: bool,
+}
+
+/// Upstream settings with the allowlist parsed.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub allowed_cidrs: Vec<IpNet>,
+}
+
+impl Config {
+    /// Reads the TOML, applies `SESSION_ROUTER__*` overrides from the process environment, and
+    /// validates the result.
+    pub fn load(source: ConfigSource<'_>) -> Result<Config, ConfigError> {
+        Self::load_with_env(source, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    fn load_with_env(source: ConfigSource<'_>, env: Env) -> Result<Config, ConfigError> {
+        let figment = match source {
+            ConfigSource::File(path) => Figment::from(Toml::file_exact(path)),
+            ConfigSource::Embedded => Figment::from(Toml::string(EMBEDDED_ROUTER_TOML)),
+        };
+        let file: RouterFile = figment.merge(env).extract().map_err(Box::new)?;
+        Config::validate(file)
+    }
+
+    /// Turns the file model into the typed configuration, naming the key of the first problem.
+    pub fn validate(file: RouterFile) -> Result<Config, ConfigError> {
+        let routing = validate_routing(file.routing)?;
+        let upstream = validate_upstream(file.upstream)?;
+        validate_store(&file.store)?;
+        Ok(Config {
+            listen: file.listen,
+            routing,
+            store: file.store,
+            upstream,
+        })
+    }
+}
+
+fn compile_patterns(
+    key: &'static str,
+    patterns: &[String],
+    needs_thread: bool,
+) -> Result<Vec<HostPattern>, ConfigError> {
+    patterns
+        .iter()
+        .map(|p| HostPattern::parse(p, needs_thread))
+        .collect::<Result<_, PatternError>>()
+        .map_err(|e| ConfigError::invalid(key, e.to_string()))
+}
+
+fn validate_routing(section: RoutingSection) -> Result<Routing, ConfigError> {
+    let path_hosts = compile_patterns("routing.path_hosts", &section.path_hosts, false)?;
+    let host_patterns = compile_patterns("routing.host_patterns", &section.host_patterns, true)?;
+    if path_hosts.is_empty() && host_patterns.is_empty() {
+        return Err(ConfigError::invalid(
+            "routing.path_hosts",
+            "no host patterns: set path_hosts, host_patterns or both",
+        ));
+    }
+    let session_key = SessionKeyTemplate::parse(&section.session_key)
+        .map_err(|reason| ConfigError::invalid("routing.session_key", reason))?;
+    if section.container_port == 0 {
+        return Err(ConfigError::invalid(
+            "routing.container_port",
+            "must be 1-65535",
+        ));
+    }
+    let cookie_ok = !section.affinity_cookie.is_empty()
+        && section
+            .affinity_cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !cookie_ok {
+        return Err(ConfigError::invalid(
+            "routing.affinity_cookie",
+            "must be a non-empty name of letters, digits, '_' or '-'",
+        ));
+    }
+    Ok(Routing {
+        path_hosts,
+        host_patterns,
+        session_key,
+        container_port: section.container_port,
+        affinity_cookie: section.affinity_cookie,
+        preserve_host: section.preserve_host,
+    })
+}
+
+fn validate_upstream(section: UpstreamSection) -> Result<Upstream, ConfigError> {
+    let allowed_cidrs = section
+        .allowed_cidrs
+        .iter()
+        .map(|c| c.parse::<IpNet>().map_err(|e| format!("`{c}`: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|reason| ConfigError::invalid("upstream.allowed_cidrs", reason))?;
+    if section.connect_timeout.is_zero() {
+        return Err(ConfigError::invalid(
+            "upstream.connect_timeout",
+            "must be above zero",
+        ));
+    }
+    Ok(Upstream {
+        connect_timeout: section.connect_timeout,
+        read_timeout: section.read_timeout,
+        idle_timeout: section.idle_timeout,
+        allowed_cidrs,
+    })
+}
+
+fn validate_store(section: &StoreSection) -> Result<(), ConfigError> {
+    if section.refresh_interval.is_zero() {
+        return Err(ConfigError::invalid(
+            "store.refresh_interval",
+            "must be above zero",
+        ));
+    }
+    if section.max_staleness < section.refresh_interval {
+        return Err(ConfigError::invalid(
+            "store.max_staleness",
+            "must be at least store.refresh_interval",
+        ));
+    }
+    if section.kind == StoreKind::File && section.file.path.as_os_str().is_empty() {
+        return Err(ConfigError::invalid("store.file.path", "must name a file"));
+    }
+    Ok(())
+}
+
+/// The session key template, e.g. `{client}-{thread}`: literal text around the two placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionKeyTemplate {
+    parts: Vec<KeyPart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyPart {
+    Literal(String),
+    Client,
+    Thread,
+}
+
+impl SessionKeyTemplate {
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let mut parts = Vec::new();
+        let mut rest = template;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(KeyPart::Literal(rest[..open].to_owned()));
+            }
+            let close = rest[open..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed `{{` in `{template}`"))?;
+            parts.push(match &rest[open + 1..open + close] {
+                "client" => KeyPart::Client,
+                "thread" => KeyPart::Thread,
+                other => return Err(format!("unknown placeholder `{{{other}}}`")),
+            });
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(KeyPart::Literal(rest.to_owned()));
+        }
+        if !parts.contains(&KeyPart::Thread) {
+            return Err(format!("`{template}` must contain {{thread}}"));
+        }
+        Ok(SessionKeyTemplate { parts })
+    }
+
+    /// Writes the key for one request into `out`, reusing its allocation.
+    pub fn render_into(&self, client: &str, thread: &str, out: &mut String) {
+        out.clear();
+        for part in &self.parts {
+            out.push_str(match part {
+                KeyPart::Literal(s) => s,
+                KeyPart::Client => client,
+                KeyPart::Thread => thread,
+            });
+        }
+    }
+
+    pub fn render(&self, client: &str, thread: &str) -> String {
+        let mut out = String::with_capacity(client.len() + thread.len() + 8);
+        self.render_into(client, thread, &mut out);
+        out
+    }
+
+    /// Whether the key names the client, which makes cross-client routing impossible by
+    /// construction rather than by the optional `clientId` attribute alone.
+    pub fn includes_client(&self) -> bool {
+        self.parts.contains(&KeyPart::Client)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! The serde model of `router.toml`: every section and key, its default, and nothing else.
+//! Unknown keys are rejected so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterFile {
+    pub listen: ListenSection,
+    pub routing: RoutingSection,
+    pub store: StoreSection,
+    pub upstream: UpstreamSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenSection {
+    /// Address of the proxy listener the balancer sends preview traffic to.
+    pub proxy: SocketAddr,
+    /// Address of the admin listener: `/metrics`, `/healthz`, `/readyz`.
+    pub admin: SocketAddr,
+    /// How long a client may take to send a request (and, in Pingora, any read on the socket).
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Idle time between requests on a kept-alive client connection; keep it above the
+    /// balancer's idle timeout (ALB: 60 s) so the router is never the side that closes first.
+    #[serde(with = "humantime_serde")]
+    pub keepalive_timeout: Duration,
+    /// Idle limit of an upgraded (WebSocket) client connection; unset means none, which is what
+    /// an HMR socket that is quiet between edits needs.
+    #[serde(with = "humantime_serde")]
+    pub websocket_idle_timeout: Option<Duration>,
+}
+
+impl Default for ListenSection {
+    fn default() -> Self {
+        ListenSection {
+            proxy: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin: SocketAddr::from(([0, 0, 0, 0], 9091)),
+            read_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            websocket_idle_timeout: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingSection {
+    /// Hosts served in path mode, e.g. `edit.{client}.example.com`.
+    pub path_hosts: Vec<String>,
+    /// Hosts served in host mode, e.g. `{thread}.edit.{client}.example.com`.
+    pub host_patterns: Vec<String>,
+    /// How a session's store key is made from the host's client and the thread.
+    pub session_key: String,
+    /// Port of the container's dev server when the store names none.
+    pub container_port: u16,
+    /// Name of the path-mode affinity cookie.
+    pub affinity_cookie: String,
+    /// Forward the public Host header (true) or the container's address (false).
+    pub preserve_host: bool,
+}
+
+impl Default for RoutingSection {
+    fn default() -> Self {
+        RoutingSection {
+            path_hosts: vec!["edit.{client}.localhost".to_owned()],
+            host_patterns: Vec::new(),
+            session_key: "{client}-{thread}".to_owned(),
+            container_port: 4321,
+            affinity_cookie: "sr_session".to_owned(),
+            preserve_host: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    File,
+    Dynamodb,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    pub kind: StoreKind,
+    /// How often the whole table is reloaded from the store.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// How long "no such session" is remembered before the store is asked again.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Age of the last good table past which `/readyz` fails.
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
+    pub file: FileStoreSection,
+    pub dynamodb: DynamoDbSection,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            kind: StoreKind::File,
+            refresh_interval: Duration::from_secs(5),
+            negative_ttl: Duration::from_secs(2),
+            max_staleness: Duration::from_secs(120),
+            file: FileStoreSection::default(),
+            dynamodb: DynamoDbSection::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileStoreSection {
+    pub path: PathBuf,
+}
+
+impl Default for FileStoreSection {
+    fn default() -> Self {
+        FileStoreSection {
+            path: PathBuf::from("conf/sessions.toml"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DynamoDbSection {
+    /// Region; unset uses the default AWS chain.
+    pub region: Option<String>,
+    /// Endpoint override for a local DynamoDB-compatible server.
+    pub endpoint_url: Option<String>,
+    pub sessions_table: String,
+    pub containers_table: String,
+    pub session_key_attribute: String,
+    pub container_key_attribute: String,
+    /// Parallel Scan segments of a full refresh.
+    pub scan_segments: u32,
+}
+
+impl Default for DynamoDbSection {
+    fn default() -> Self {
+        DynamoDbSection {
+            region: None,
+            endpoint_url: None,
+            sessions_table: "webordinary-edit-sessions".to_owned(),
+            containers_table: "webordinary-containers".to_owned(),
+            session_key_attribute: "sessionId".to_owned(),
+            container_key_attribute: "containerId".to_owned(),
+            scan_segments: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSection {
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for the dev server's next bytes on a plain request (not on WebSockets).
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// How long a pooled upstream connection may sit idle; below Node's 5 s keep-alive so the
+    /// router never reuses a socket the dev server is closing.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Ranges the store may point at; anything else is refused before connecting.
+    pub allowed_cidrs: Vec<String>,
+}
+
+impl Default for UpstreamSection {
+    fn default() -> Self {
+        UpstreamSection {
+            connect_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(4),
+            allowed_cidrs: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+use std::io::Write;
+
+use super::*;
+
+fn load_str(toml: &str) -> Result<Config, ConfigError> {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    Config::load_with_env(
+        ConfigSource::File(f.path()),
+        Env::prefixed("SR_TEST_UNSET__"),
+    )
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let cfg =
+        Config::load_with_env(ConfigSource::Embedded, Env::prefixed("SR_TEST_UNSET__")).unwrap();
+    assert_eq!(cfg.store.kind, StoreKind::File);
+    assert_eq!(
+        cfg.routing.path_hosts[0].as_str(),
+        "edit.{client}.localhost"
+    );
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = load_str("[routing]\npath_host = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("path_host"), "{err}");
+}
+
+#[test]
+fn malformed_duration_is_named() {
+    let err = load_str("[store]\nrefresh_interval = \"5 parsecs\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refresh_interval"), "{err}");
+}
+
+#[test]
+fn semantic_errors_name_the_key() {
+    let err = load_str("[upstream]\nallowed_cidrs = [\"10.0.0.0/33\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("key `upstream.allowed_cidrs`"), "{err}");
+    let err = load_str("[routing]\nsession_key = \"{client}\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("key `routing.session_key`"), "{err}");
+}
+
+#[test]
+fn env_overrides_file() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("r.toml", "[store]\nkind = \"file\"\n")?;
+        jail.set_env("SESSION_ROUTER__STORE__NEGATIVE_TTL", "7s");
+        jail.set_env(
+            "SESSION_ROUTER__ROUTING__PATH_HOSTS",
+            "[\"e.{client}.test\"]",
+        );
+        let cfg = Config::load(ConfigSource::File(Path::new("r.toml"))).unwrap();
+        assert_eq!(cfg.store.negative_ttl, Duration::from_secs(7));
+        assert_eq!(cfg.routing.path_hosts[0].as_str(), "e.{client}.test");
+        Ok(())
+    });
+}
+
+#[test]
+fn key_template_renders() {
+    let t = SessionKeyTemplate::parse("{client}-{thread}").unwrap();
+    assert_eq!(t.render("acme", "t1"), "acme-t1");
+    assert!(t.includes_client());
+    let t = SessionKeyTemplate::parse("thread#{thread}").unwrap();
+    assert_eq!(t.render("acme", "t1"), "thread#t1");
+    assert!(!t.includes_client());
+    assert!(SessionKeyTemplate::parse("{client}-{nope}").is_err());
+    assert!(SessionKeyTemplate::parse("{thread").is_err());
+}

@@ -1,0 +1,17 @@
+//! session-router: gives every editing session of a site its own live preview URL by routing
+//! `edit.{client}.<domain>/session/{thread}/…` to that session's dev-server container.
+//!
+//! The library holds everything; the binary only parses the command line and calls [`server`].
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod outcome;
+pub mod pages;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod store;
+pub mod table;
+pub mod upstream;

@@ -1,0 +1,178 @@
+//! Prometheus metrics of the router, in a registry owned by one router instance. Per-request
+//! series are resolved to handles up front so the request path never hashes a label set.
+
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::outcome::Outcome;
+
+/// Result of one route lookup, as counted by `session_router_route_lookups_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupResult {
+    Hit,
+    Miss,
+    NegativeHit,
+    Stale,
+}
+
+impl LookupResult {
+    const ALL: [LookupResult; 4] = [Self::Hit, Self::Miss, Self::NegativeHit, Self::Stale];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::NegativeHit => "negative_hit",
+            Self::Stale => "stale",
+        }
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Vec<IntCounter>,
+    durations: Vec<Histogram>,
+    lookups: Vec<IntCounter>,
+    store_requests: IntCounterVec,
+    store_durations: HistogramVec,
+    pub table_sessions: IntGauge,
+    pub table_containers: IntGauge,
+    pub last_refresh: Gauge,
+    pub upstream_retries: IntCounterVec,
+    pub websocket_connections: IntGauge,
+    pub websocket_upgrades: IntCounterVec,
+}
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+impl Metrics {
+    /// Builds and registers every series. Fails only on a programming error (a duplicate name),
+    /// so callers treat it as a start-up failure.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("session_router_requests_total", "Requests by outcome"),
+            &["outcome"],
+        )?;
+        let durations = HistogramVec::new(
+            HistogramOpts::new(
+                "session_router_request_duration_seconds",
+                "Time from request to end of response, by outcome",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["outcome"],
+        )?;
+        let lookups = IntCounterVec::new(
+            Opts::new(
+                "session_router_route_lookups_total",
+                "Route lookups by result",
+            ),
+            &["result"],
+        )?;
+        let store_requests = IntCounterVec::new(
+            Opts::new(
+                "session_router_store_requests_total",
+                "Calls to the route store",
+            ),
+            &["op", "result"],
+        )?;
+        let store_durations = HistogramVec::new(
+            HistogramOpts::new(
+                "session_router_store_request_duration_seconds",
+                "Duration of calls to the route store",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["op"],
+        )?;
+        let m = Metrics {
+            requests: Outcome::ALL
+                .iter()
+                .map(|o| requests.with_label_values(&[o.label()]))
+                .collect(),
+            durations: Outcome::ALL
+                .iter()
+                .map(|o| durations.with_label_values(&[o.label()]))
+                .collect(),
+            lookups: LookupResult::ALL
+                .iter()
+                .map(|r| lookups.with_label_values(&[r.label()]))
+                .collect(),
+            store_requests,
+            store_durations,
+            table_sessions: IntGauge::new(
+                "session_router_route_table_sessions",
+                "Sessions in the route table",
+            )?,
+            table_containers: IntGauge::new(
+                "session_router_route_table_containers",
+                "Containers in the route table",
+            )?,
+            last_refresh: Gauge::new(
+                "session_router_route_table_last_refresh_timestamp_seconds",
+                "Unix time of the last successful full refresh",
+            )?,
+            upstream_retries: IntCounterVec::new(
+                Opts::new(
+                    "session_router_upstream_retries_total",
+                    "Upstream retries by reason",
+                ),
+                &["reason"],
+            )?,
+            websocket_connections: IntGauge::new(
+                "session_router_websocket_connections",
+                "Upgraded connections open now",
+            )?,
+            websocket_upgrades: IntCounterVec::new(
+                Opts::new(
+                    "session_router_websocket_upgrades_total",
+                    "Upgrade attempts by result",
+                ),
+                &["result"],
+            )?,
+            registry,
+        };
+        m.registry.register(Box::new(requests))?;
+        m.registry.register(Box::new(durations))?;
+        m.registry.register(Box::new(lookups))?;
+        m.registry.register(Box::new(m.store_requests.clone()))?;
+        m.registry.register(Box::new(m.store_durations.clone()))?;
+        m.registry.register(Box::new(m.table_sessions.clone()))?;
+        m.registry.register(Box::new(m.table_containers.clone()))?;
+        m.registry.register(Box::new(m.last_refresh.clone()))?;
+        m.registry.register(Box::new(m.upstream_retries.clone()))?;
+        m.registry
+            .register(Box::new(m.websocket_connections.clone()))?;
+        m.registry
+            .register(Box::new(m.websocket_upgrades.clone()))?;
+        Ok(m)
+    }
+
+    pub fn observe_request(&self, outcome: Outcome, seconds: f64) {
+        self.requests[outcome.index()].inc();
+        self.durations[outcome.index()].observe(seconds);
+    }
+
+    pub fn lookup(&self, result: LookupResult) {
+        self.lookups[result as usize].inc();
+    }
+
+    pub fn store_call(&self, op: &'static str, ok: bool, seconds: f64) {
+        let result = if ok { "ok" } else { "error" };
+        self.store_requests.with_label_values(&[op, result]).inc();
+        self.store_durations
+            .with_label_values(&[op])
+            .observe(seconds);
+    }
+
+    /// The text exposition of every series.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(8192);
+        // Encoding into a Vec cannot fail on I/O; a failure would only drop the scrape body.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        buf
+    }
+}

@@ -1,0 +1,86 @@
+//! The one outcome every proxied request ends in: a bounded label for metrics and logs, and the
+//! status the client sees when the router answers itself.
+
+/// How a request ended. See the outcome table in the README; labels are part of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Routed,
+    Redirect,
+    NotPreviewHost,
+    NoSession,
+    UnknownSession,
+    ContainerStarting,
+    ContainerStopped,
+    StoreUnavailable,
+    UpstreamUnreachable,
+    ForbiddenUpstream,
+    BadRequest,
+    /// The client went away before an answer could be written.
+    ClientClosed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 12] = [
+        Outcome::Routed,
+        Outcome::Redirect,
+        Outcome::NotPreviewHost,
+        Outcome::NoSession,
+        Outcome::UnknownSession,
+        Outcome::ContainerStarting,
+        Outcome::ContainerStopped,
+        Outcome::StoreUnavailable,
+        Outcome::UpstreamUnreachable,
+        Outcome::ForbiddenUpstream,
+        Outcome::BadRequest,
+        Outcome::ClientClosed,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Routed => "routed",
+            Outcome::Redirect => "redirect",
+            Outcome::NotPreviewHost => "not_preview_host",
+            Outcome::NoSession => "no_session",
+            Outcome::UnknownSession => "unknown_session",
+            Outcome::ContainerStarting => "container_starting",
+            Outcome::ContainerStopped => "container_stopped",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::UpstreamUnreachable => "upstream_unreachable",
+            Outcome::ForbiddenUpstream => "forbidden_upstream",
+            Outcome::BadRequest => "bad_request",
+            Outcome::ClientClosed => "client_closed",
+        }
+    }
+
+    /// Index into per-outcome metric arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The status the router answers with when it answers itself.
+    pub fn status(self) -> u16 {
+        match self {
+            Outcome::Routed => 200,
+            Outcome::Redirect => 308,
+            Outcome::NotPreviewHost | Outcome::NoSession | Outcome::UnknownSession => 404,
+            Outcome::ContainerStarting | Outcome::ContainerStopped | Outcome::StoreUnavailable => {
+                503
+            }
+            Outcome::UpstreamUnreachable | Outcome::ForbiddenUpstream => 502,
+            Outcome::BadRequest => 400,
+            Outcome::ClientClosed => 499,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn indexes_match_the_list() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(o.index(), i);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The answers the router gives itself: an HTML page for a person navigating, a short plain body
+//! for assets and fetches, and a bare status for WebSocket upgrades. No request data is echoed.
+
+use bytes::Bytes;
+
+use crate::outcome::Outcome;
+
+/// Who is asking, which decides the shape of the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// A browser navigation: gets a page, one that reloads itself while a container starts.
+    Navigation,
+    /// A script, style or fetch: gets a short plain-text body.
+    Asset,
+    /// A WebSocket upgrade: gets the status alone, fast, so the dev client keeps polling.
+    Upgrade,
+}
+
+/// A complete answer, ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: Option<&'static str>,
+    pub retry_after: Option<u32>,
+    pub location: Option<String>,
+    pub body: Bytes,
+}
+
+struct Wording {
+    title: &'static str,
+    message: &'static str,
+    retry_after: Option<u32>,
+    reload: bool,
+}
+
+fn wording(outcome: Outcome) -> Wording {
+    let w = |title, message, retry_after, reload| Wording {
+        title,
+        message,
+        retry_after,
+        reload,
+    };
+    match outcome {
+        Outcome::NoSession => w("No active session", "This address names no editing session. Open the preview link from your editor.", None, false),
+        Outcome::UnknownSession => w("Session not found", "This editing session does not exist or has ended. Start a new session from your editor.", None, false),
+        Outcome::ContainerStarting => w("Starting your preview", "Your preview is starting. This page reloads by itself when it is ready.", Some(2), true),
+        Outcome::ContainerStopped => w("Session paused", "This editing session is paused. Resume it from your editor to see the preview again.", None, false),
+        Outcome::StoreUnavailable => w("Preview temporarily unavailable", "The router cannot look up this session right now. This page retries by itself.", Some(5), true),
+        Outcome::UpstreamUnreachable => w("Preview unreachable", "The preview server for this session is not answering. Try again in a moment.", None, false),
+        Outcome::ForbiddenUpstream => w("Preview unavailable", "This session's preview cannot be reached.", None, false),
+        Outcome::BadRequest => w("Bad request", "The request could not be understood.", None, false),
+        _ => w("Not found", "Nothing is served at this address.", None, false),
+    }
+}
+
+const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}h1{font-size:1.5rem}p{line-height:1.5}";
+
+fn html_page(w: &Wording) -> String {
+    let refresh = match (w.reload, w.retry_after) {
+        (true, Some(secs)) => format!("<meta http-equiv=\"refresh\" content=\"{secs}\">"),
+        _ => String::new(),
+    };
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">{refresh}<title>{title}</title><style>{PAGE_STYLE}</style></head><body><h1>{title}</h1><p>{message}</p></body></html>\n",
+        title = w.title,
+        message = w.message,
+    )
+}
+
+/// The router's own answer for an outcome that did not reach a container.
+pub fn answer(outcome: Outcome, kind: RequestKind) -> Answer {
+    let w = wording(outcome);
+    let (content_type, body) = match (outcome, kind) {
+        (_, RequestKind::Upgrade) => (None, Bytes::new()),
+        // Not one of ours: no branded page for hosts the router does not serve.
+        (Outcome::NotPreviewHost, _) | (_, RequestKind::Asset) => (
+            Some("text/plain; charset=utf-8"),
+            Bytes::from(format!("{}\n", w.title)),
+        ),
+        (_, RequestKind::Navigation) => {
+            (Some("text/html; charset=utf-8"), Bytes::from(html_page(&w)))
+        }
+    };
+    Answer {
+        status: outcome.status(),
+        content_type,
+        retry_after: w.retry_after,
+        location: None,
+        body,
+    }
+}
+
+/// A permanent redirect that keeps the method, e.g. `/session/t` to `/session/t/`.
+pub fn redirect(location: String) -> Answer {
+    Answer {
+        status: Outcome::Redirect.status(),
+        content_type: None,
+        retry_after: None,
+        location: Some(location),
+        body: Bytes::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starting_page_reloads_itself_and_says_when() {
+        let a = answer(Outcome::ContainerStarting, RequestKind::Navigation);
+        assert_eq!(a.status, 503);
+        assert_eq!(a.retry_after, Some(2));
+        assert_eq!(a.content_type, Some("text/html; charset=utf-8"));
+        let body = std::str::from_utf8(&a.body).unwrap();
+        assert!(body.contains("http-equiv=\"refresh\""));
+    }
+
+    #[test]
+    fn upgrades_get_a_bare_status() {
+        let a = answer(Outcome::ContainerStarting, RequestKind::Upgrade);
+        assert_eq!((a.status, a.body.len()), (503, 0));
+        assert_eq!(a.retry_after, Some(2));
+    }
+
+    #[test]
+    fn assets_get_plain_text() {
+        let a = answer(Outcome::UnknownSession, RequestKind::Asset);
+        assert_eq!(a.content_type, Some("text/plain; charset=utf-8"));
+        assert_eq!(a.status, 404);
+    }
+}

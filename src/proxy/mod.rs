@@ -1,0 +1,392 @@
+//! The Pingora proxy: each hook of [`ProxyHttp`] for a preview request, from routing it to a
+//! session's container to recording how it ended.
+
+mod headers;
+mod respond;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use http::header::{HOST, REFERER, SET_COOKIE};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::config::{ListenSection, Routing};
+use crate::metrics::Metrics;
+use crate::outcome::Outcome;
+use crate::pages::{self, Answer, RequestKind};
+use crate::routing::{classify, Reject, RequestParts, Target, Via};
+use crate::table::{Resolution, Resolver};
+use crate::upstream::{PeerFactory, UpstreamTarget};
+
+use headers::{affinity_cookie, cookie_value, request_kind, strip_cookie};
+use respond::write_answer;
+
+/// Per-request state, carried from routing through to logging.
+pub struct RequestCtx {
+    started: Instant,
+    outcome: Option<Outcome>,
+    kind: RequestKind,
+    target: Option<Target>,
+    upstream: Option<UpstreamTarget>,
+    set_affinity: bool,
+    upgraded: bool,
+}
+
+/// Downstream connection limits applied to every request.
+#[derive(Debug, Clone)]
+pub struct DownstreamLimits {
+    pub read_timeout: Duration,
+    pub keepalive: Duration,
+    pub websocket_idle: Option<Duration>,
+}
+
+impl From<&ListenSection> for DownstreamLimits {
+    fn from(l: &ListenSection) -> Self {
+        DownstreamLimits {
+            read_timeout: l.read_timeout,
+            keepalive: l.keepalive_timeout,
+            websocket_idle: l.websocket_idle_timeout,
+        }
+    }
+}
+
+pub struct SessionProxy {
+    routing: Routing,
+    resolver: Arc<Resolver>,
+    peers: PeerFactory,
+    metrics: Arc<Metrics>,
+    limits: DownstreamLimits,
+}
+
+impl SessionProxy {
+    pub fn new(
+        routing: Routing,
+        resolver: Arc<Resolver>,
+        peers: PeerFactory,
+        metrics: Arc<Metrics>,
+        limits: DownstreamLimits,
+    ) -> Self {
+        SessionProxy {
+            routing,
+            resolver,
+            peers,
+            metrics,
+            limits,
+        }
+    }
+
+    fn classify(&self, req: &RequestHeader) -> Result<Target, Reject> {
+        let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+        let host = req.uri.host().or_else(|| header(HOST)).unwrap_or_default();
+        let parts = RequestParts {
+            host,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            referer: header(REFERER),
+            cookie_thread: cookie_value(&req.headers, &self.routing.affinity_cookie),
+        };
+        classify(&self.routing, &parts)
+    }
+
+    /// Ends the request with the router's own answer.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        outcome: Outcome,
+        answer: Answer,
+    ) -> Result<bool> {
+        ctx.outcome = Some(outcome);
+        write_answer(session, answer).await?;
+        Ok(true)
+    }
+
+    fn reject_outcome(reject: &Reject) -> Outcome {
+        match reject {
+            Reject::NotPreviewHost => Outcome::NotPreviewHost,
+            Reject::NoSession => Outcome::NoSession,
+            Reject::AddSlash(_) => Outcome::Redirect,
+            Reject::BadRequest(_) => Outcome::BadRequest,
+        }
+    }
+
+    fn resolution_outcome(resolution: &Resolution) -> Outcome {
+        match resolution {
+            Resolution::Ready(_) => Outcome::Routed,
+            Resolution::Unknown => Outcome::UnknownSession,
+            Resolution::Starting => Outcome::ContainerStarting,
+            Resolution::Stopped => Outcome::ContainerStopped,
+            Resolution::StoreUnavailable => Outcome::StoreUnavailable,
+            Resolution::Forbidden(_) => Outcome::ForbiddenUpstream,
+        }
+    }
+
+    fn is_tls(session: &Session) -> bool {
+        let forwarded_https = session
+            .req_header()
+            .headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        // Marking the cookie Secure is only ever stricter, so the balancer's word is enough here.
+        forwarded_https || session.digest().is_some_and(|d| d.ssl_digest.is_some())
+    }
+
+    fn add_forwarding_headers(
+        &self,
+        session: &Session,
+        req: &mut RequestHeader,
+        target: &Target,
+    ) -> Result<()> {
+        let original = session.req_header();
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            req.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        let proto = if Self::is_tls(session) {
+            "https"
+        } else {
+            "http"
+        };
+        req.insert_header("x-forwarded-proto", proto)?;
+        if let Some(host) = original.headers.get(HOST).cloned() {
+            req.insert_header("x-forwarded-host", host)?;
+        }
+        if target.via == Via::Host {
+            req.remove_header("x-forwarded-prefix");
+        } else {
+            req.insert_header("x-forwarded-prefix", format!("/session/{}", target.thread))?;
+        }
+        Ok(())
+    }
+
+    fn log_access(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        outcome: Outcome,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let req = session.req_header();
+        let upstream = ctx.upstream.as_ref().map(|u| u.addr);
+        log::info!(
+            target: "access",
+            "outcome={} status={} method={} host={} path={} duration_ms={:.3} upstream={}",
+            outcome.label(),
+            status,
+            req.method,
+            req.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("-"),
+            req.uri.path(),
+            elapsed.as_secs_f64() * 1000.0,
+            upstream.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        );
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for SessionProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            outcome: None,
+            kind: RequestKind::Asset,
+            target: None,
+            upstream: None,
+            set_affinity: false,
+            upgraded: false,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        session.set_keepalive(Some(self.limits.keepalive.as_secs()));
+        let upgrade = session.is_upgrade_req();
+        ctx.kind = request_kind(session.req_header(), upgrade);
+        let target = match self.classify(session.req_header()) {
+            Ok(t) => t,
+            Err(reject) => {
+                let outcome = Self::reject_outcome(&reject);
+                let answer = match reject {
+                    Reject::AddSlash(location) => pages::redirect(location),
+                    _ => pages::answer(outcome, ctx.kind),
+                };
+                return self.answer(session, ctx, outcome, answer).await;
+            }
+        };
+        let resolution = self.resolver.resolve(&target.client, &target.thread).await;
+        let outcome = Self::resolution_outcome(&resolution);
+        match resolution {
+            Resolution::Ready(upstream) => ctx.upstream = Some(upstream),
+            Resolution::Forbidden(ip) => {
+                log_forbidden(&target, ip);
+                return self
+                    .answer(session, ctx, outcome, pages::answer(outcome, ctx.kind))
+                    .await;
+            }
+            _ => {
+                return self
+                    .answer(session, ctx, outcome, pages::answer(outcome, ctx.kind))
+                    .await
+            }
+        }
+        let read_timeout = if upgrade {
+            self.limits.websocket_idle
+        } else {
+            Some(self.limits.read_timeout)
+        };
+        session.set_read_timeout(read_timeout);
+        ctx.set_affinity = target.via == Via::Path
+            && ctx.kind == RequestKind::Navigation
+            && cookie_value(&session.req_header().headers, &self.routing.affinity_cookie)
+                != Some(target.thread.as_str());
+        ctx.target = Some(target);
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let upstream = ctx.upstream.as_ref().ok_or_else(|| {
+            Error::explain(
+                ErrorType::InternalError,
+                "upstream_peer without a resolved route",
+            )
+        })?;
+        Ok(Box::new(
+            self.peers.peer(upstream, session.is_upgrade_req()),
+        ))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(target) = ctx.target.as_ref() else {
+            return Ok(());
+        };
+        if let Some(uri) = &target.upstream_uri {
+            req.set_uri(uri.clone());
+        }
+        strip_cookie(req, &self.routing.affinity_cookie);
+        self.add_forwarding_headers(session, req, target)?;
+        if !self.routing.preserve_host {
+            if let Some(up) = &ctx.upstream {
+                req.insert_header(HOST, up.addr.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if session.is_upgrade_req() {
+            let switched = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+            let result = if switched { "ok" } else { "rejected" };
+            self.metrics
+                .websocket_upgrades
+                .with_label_values(&[result])
+                .inc();
+            if switched {
+                ctx.upgraded = true;
+                self.metrics.websocket_connections.inc();
+            }
+        }
+        if ctx.set_affinity {
+            if let Some(target) = &ctx.target {
+                let cookie = affinity_cookie(
+                    &self.routing.affinity_cookie,
+                    &target.thread,
+                    Self::is_tls(session),
+                );
+                resp.append_header(SET_COOKIE, cookie)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        ctx.outcome = Some(Outcome::UpstreamUnreachable);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let outcome = match e.esource() {
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    Outcome::ClientClosed
+                }
+                _ => Outcome::BadRequest,
+            },
+            _ => Outcome::UpstreamUnreachable,
+        };
+        ctx.outcome = Some(outcome);
+        let mut code = 0;
+        if outcome != Outcome::ClientClosed && session.response_written().is_none() {
+            code = outcome.status();
+            if let Err(write_err) = write_answer(session, pages::answer(outcome, ctx.kind)).await {
+                log::debug!("could not write error answer: {write_err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let outcome = ctx.outcome.unwrap_or(match e {
+            Some(err) if err.esource() == &ErrorSource::Upstream => Outcome::UpstreamUnreachable,
+            Some(_) => Outcome::ClientClosed,
+            None => Outcome::Routed,
+        });
+        let elapsed = ctx.started.elapsed();
+        self.metrics.observe_request(outcome, elapsed.as_secs_f64());
+        if ctx.upgraded {
+            self.metrics.websocket_connections.dec();
+        } else if ctx.kind == RequestKind::Upgrade && outcome != Outcome::Routed {
+            self.metrics
+                .websocket_upgrades
+                .with_label_values(&["failed"])
+                .inc();
+        }
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.log_access(session, ctx, outcome, status, elapsed);
+    }
+}
+
+fn log_forbidden(target: &Target, ip: IpAddr) {
+    log::warn!(
+        target: "security",
+        "event=forbidden_upstream client={} thread={} address={ip}",
+        target.client,
+        target.thread
+    );
+}

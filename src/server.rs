@@ -1,0 +1,97 @@
+//! Wiring: builds the store, table, proxy, admin and refresh services from the configuration and
+//! hands them to a Pingora server.
+
+use std::sync::Arc;
+
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use thiserror::Error;
+
+use crate::admin::AdminApp;
+use crate::cli::Cli;
+use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
+use crate::metrics::Metrics;
+use crate::proxy::{DownstreamLimits, SessionProxy};
+use crate::store::{FileStore, RouteStore};
+use crate::table::{Refresher, Resolver, ResolverSettings};
+use crate::upstream::{AddressPolicy, PeerFactory};
+
+/// The Pingora YAML shipped in `conf/`, used when `-c` is not given.
+pub const EMBEDDED_PINGORA_YAML: &str = include_str!("../conf/pingora.yaml");
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("config: {0}")]
+    Config(#[from] ConfigError),
+    #[error("pingora config: {0}")]
+    Pingora(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("store kind `dynamodb` is not available in this build")]
+    StoreUnsupported,
+}
+
+/// Loads and validates both configuration files.
+pub fn load(cli: &Cli) -> Result<(Config, ServerConf), StartError> {
+    let source = match &cli.config {
+        Some(path) => ConfigSource::File(path),
+        None => ConfigSource::Embedded,
+    };
+    let config = Config::load(source)?;
+    let server_conf = match &cli.server.conf {
+        Some(path) => ServerConf::load_from_yaml(path),
+        None => ServerConf::from_yaml(EMBEDDED_PINGORA_YAML),
+    }
+    .map_err(|e| StartError::Pingora(e.to_string()))?;
+    Ok((config, server_conf))
+}
+
+fn build_store(config: &Config) -> Result<Arc<dyn RouteStore>, StartError> {
+    match config.store.kind {
+        StoreKind::File => Ok(Arc::new(FileStore::new(config.store.file.path.clone()))),
+        StoreKind::Dynamodb => Err(StartError::StoreUnsupported),
+    }
+}
+
+/// Builds the server with every service added, ready for `run_forever`.
+pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server, StartError> {
+    let mut server = Server::new_with_opt_and_conf(cli.server, server_conf);
+    server.bootstrap();
+
+    let metrics = Arc::new(Metrics::new()?);
+    let store = build_store(&config)?;
+    let settings = ResolverSettings {
+        session_key: config.routing.session_key.clone(),
+        container_port: config.routing.container_port,
+        refresh_interval: config.store.refresh_interval,
+        negative_ttl: config.store.negative_ttl,
+        max_staleness: config.store.max_staleness,
+        policy: AddressPolicy::new(config.upstream.allowed_cidrs.clone()),
+    };
+    let resolver = Arc::new(Resolver::new(store, metrics.clone(), settings));
+
+    let proxy = SessionProxy::new(
+        config.routing.clone(),
+        resolver.clone(),
+        PeerFactory::new(&config.upstream),
+        metrics.clone(),
+        DownstreamLimits::from(&config.listen),
+    );
+    let mut proxy_service =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "session proxy");
+    proxy_service.add_tcp(&config.listen.proxy.to_string());
+
+    let admin = HttpServer::new_app(AdminApp::new(metrics.clone(), resolver.clone()));
+    let mut admin_service = Service::new("admin".to_owned(), admin);
+    admin_service.add_tcp(&config.listen.admin.to_string());
+
+    let refresher = background_service("route refresh", Refresher::new(resolver, metrics));
+
+    server.add_service(proxy_service);
+    server.add_service(admin_service);
+    server.add_service(refresher);
+    Ok(server)
+}

@@ -1,0 +1,96 @@
+//! The route store: where sessions and containers come from. Defines the records, the
+//! [`RouteStore`] trait every backend implements, and the backends themselves.
+
+mod file;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+pub use file::FileStore;
+
+/// A session: which container serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub container_id: Arc<str>,
+    /// The owning client, when the store records it; checked against the request's host.
+    pub client_id: Option<Arc<str>>,
+    /// Epoch seconds after which the session no longer exists, whatever the store still holds.
+    pub expires_at: Option<u64>,
+}
+
+impl SessionRecord {
+    pub fn is_expired(&self, now_epoch: u64) -> bool {
+        self.expires_at.is_some_and(|t| t <= now_epoch)
+    }
+}
+
+/// Lifecycle state of a container as the platform records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContainerStatus {
+    Starting,
+    #[default]
+    Running,
+    Stopping,
+    Stopped,
+}
+
+impl ContainerStatus {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "starting" => Self::Starting,
+            "running" => Self::Running,
+            "stopping" => Self::Stopping,
+            "stopped" => Self::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// A container: its address (absent while it starts) and state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerRecord {
+    pub ip: Option<IpAddr>,
+    /// The dev server's port; `None` means the configured default.
+    pub port: Option<u16>,
+    pub status: ContainerStatus,
+}
+
+/// Everything a store holds, as loaded by a full refresh.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSnapshot {
+    pub sessions: HashMap<Box<str>, SessionRecord>,
+    pub containers: HashMap<Box<str>, ContainerRecord>,
+    /// Items that could not be decoded and were left out.
+    pub skipped: usize,
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A source of routes. Full loads feed the periodic refresh; single lookups serve table misses.
+#[async_trait]
+pub trait RouteStore: Send + Sync {
+    /// Loads everything. `Ok(None)` means nothing changed since the last successful load.
+    async fn load_all(&self) -> Result<Option<StoreSnapshot>, StoreError>;
+
+    /// Looks one session up by its store key, bypassing any cache.
+    async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// Looks one container up by id, bypassing any cache.
+    async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError>;
+}

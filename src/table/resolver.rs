@@ -1,0 +1,273 @@
+//! Resolves a (client, thread) pair to the container that serves it, or to the reason it cannot
+//! be served. Reads the current [`RouteTable`]; on a miss asks the store once per session however
+//! many requests wait, and remembers "no such session" for `negative_ttl`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use moka::future::Cache;
+use moka::Expiry;
+
+use super::RouteTable;
+use crate::config::SessionKeyTemplate;
+use crate::metrics::{LookupResult, Metrics};
+use crate::store::{ContainerRecord, ContainerStatus, RouteStore, SessionRecord, StoreError};
+use crate::upstream::{AddressPolicy, UpstreamTarget};
+
+/// What the table says about a session, mapped one to one onto request outcomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Ready(UpstreamTarget),
+    Unknown,
+    Starting,
+    Stopped,
+    StoreUnavailable,
+    /// The store named an address outside the allowlist.
+    Forbidden(IpAddr),
+}
+
+#[derive(Debug, Clone)]
+pub struct ResolverSettings {
+    pub session_key: SessionKeyTemplate,
+    pub container_port: u16,
+    pub refresh_interval: Duration,
+    pub negative_ttl: Duration,
+    pub max_staleness: Duration,
+    pub policy: AddressPolicy,
+}
+
+/// Read-through entries live until the next full refresh replaces them; "absent" ones only for
+/// the negative TTL, so a session created a moment later is found soon.
+struct ReadThroughExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl<K, V> Expiry<K, Option<V>> for ReadThroughExpiry {
+    fn expire_after_create(&self, _: &K, value: &Option<V>, _: Instant) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.positive
+        } else {
+            self.negative
+        })
+    }
+}
+
+type ReadThrough<V> = Cache<Box<str>, Option<V>>;
+
+pub struct Resolver {
+    table: ArcSwap<RouteTable>,
+    sessions: ReadThrough<SessionRecord>,
+    containers: ReadThrough<ContainerRecord>,
+    store: Arc<dyn RouteStore>,
+    metrics: Arc<Metrics>,
+    settings: ResolverSettings,
+    /// Unix millis of the last successful refresh; 0 until the first one.
+    last_refresh_ms: AtomicU64,
+}
+
+fn read_through<V: Clone + Send + Sync + 'static>(s: &ResolverSettings) -> ReadThrough<V> {
+    Cache::builder()
+        .max_capacity(100_000)
+        .expire_after(ReadThroughExpiry {
+            positive: s.refresh_interval * 2,
+            negative: s.negative_ttl,
+        })
+        .build()
+}
+
+fn now_epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Resolver {
+    pub fn new(
+        store: Arc<dyn RouteStore>,
+        metrics: Arc<Metrics>,
+        settings: ResolverSettings,
+    ) -> Self {
+        Resolver {
+            table: ArcSwap::from_pointee(RouteTable::default()),
+            sessions: read_through(&settings),
+            containers: read_through(&settings),
+            store,
+            metrics,
+            settings,
+            last_refresh_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn RouteStore> {
+        &self.store
+    }
+
+    pub fn settings(&self) -> &ResolverSettings {
+        &self.settings
+    }
+
+    /// The store key of a session, as the store spells it.
+    pub fn session_key(&self, client: &str, thread: &str) -> String {
+        self.settings.session_key.render(client, thread)
+    }
+
+    /// Swaps in a freshly loaded table. Read-through entries are dropped: the new table is at
+    /// least as fresh as they are, and a deleted session must not survive in them.
+    pub fn install(&self, table: RouteTable) {
+        self.metrics
+            .table_sessions
+            .set(table.session_count() as i64);
+        self.metrics
+            .table_containers
+            .set(table.container_count() as i64);
+        self.table.store(Arc::new(table));
+        self.sessions.invalidate_all();
+        self.containers.invalidate_all();
+        self.mark_refreshed();
+    }
+
+    /// Records a successful refresh that found nothing new.
+    pub fn mark_refreshed(&self) {
+        let now = now_epoch_ms();
+        self.last_refresh_ms.store(now, Ordering::Release);
+        self.metrics.last_refresh.set(now as f64 / 1000.0);
+    }
+
+    fn table_age(&self) -> Option<Duration> {
+        match self.last_refresh_ms.load(Ordering::Acquire) {
+            0 => None,
+            at => Some(Duration::from_millis(now_epoch_ms().saturating_sub(at))),
+        }
+    }
+
+    /// Ready once a table has loaded, until it is older than `max_staleness`.
+    pub fn is_ready(&self) -> bool {
+        self.table_age()
+            .is_some_and(|age| age <= self.settings.max_staleness)
+    }
+
+    fn is_stale(&self) -> bool {
+        self.table_age()
+            .is_some_and(|age| age > self.settings.refresh_interval * 2)
+    }
+
+    /// Finds where a session's requests go.
+    pub async fn resolve(&self, client: &str, thread: &str) -> Resolution {
+        let key = self.session_key(client, thread);
+        let table = self.table.load_full();
+        let session = match table.session(&key) {
+            Some(s) => {
+                self.count_hit();
+                s.clone()
+            }
+            None => match self.read_through_session(&key).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return Resolution::Unknown,
+                Err(_) => return Resolution::StoreUnavailable,
+            },
+        };
+        if session.is_expired(now_epoch_ms() / 1000) {
+            return Resolution::Unknown;
+        }
+        if session.client_id.as_deref().is_some_and(|c| c != client) {
+            log::warn!(target: "security", "event=client_mismatch client={client} session_client={}",
+                session.client_id.as_deref().unwrap_or_default());
+            return Resolution::Unknown;
+        }
+        let container = match table.container(&session.container_id) {
+            Some(c) => c.clone(),
+            None => match self.read_through_container(&session.container_id).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return Resolution::Starting,
+                Err(_) => return Resolution::StoreUnavailable,
+            },
+        };
+        self.to_resolution(&key, session.container_id, &container)
+    }
+
+    fn to_resolution(&self, key: &str, id: Arc<str>, c: &ContainerRecord) -> Resolution {
+        match (c.status, c.ip) {
+            (ContainerStatus::Stopped | ContainerStatus::Stopping, _) => Resolution::Stopped,
+            (ContainerStatus::Starting, _) | (_, None) => Resolution::Starting,
+            (ContainerStatus::Running, Some(ip)) if !self.settings.policy.permits(ip) => {
+                Resolution::Forbidden(ip)
+            }
+            (ContainerStatus::Running, Some(ip)) => {
+                let port = c.port.unwrap_or(self.settings.container_port);
+                Resolution::Ready(UpstreamTarget::new(SocketAddr::new(ip, port), id, key))
+            }
+        }
+    }
+
+    fn count_hit(&self) {
+        let result = if self.is_stale() {
+            LookupResult::Stale
+        } else {
+            LookupResult::Hit
+        };
+        self.metrics.lookup(result);
+    }
+
+    async fn read_through_session(
+        &self,
+        key: &str,
+    ) -> Result<Option<SessionRecord>, Arc<StoreError>> {
+        let store = &self.store;
+        self.read_through(&self.sessions, key, "get_session", || {
+            store.get_session(key)
+        })
+        .await
+    }
+
+    async fn read_through_container(
+        &self,
+        id: &str,
+    ) -> Result<Option<ContainerRecord>, Arc<StoreError>> {
+        let store = &self.store;
+        self.read_through(&self.containers, id, "get_container", || {
+            store.get_container(id)
+        })
+        .await
+    }
+
+    /// Serves from the read-through cache, or makes the one store call that all concurrent
+    /// requests for this key wait on. Errors are not cached: the next request tries again.
+    async fn read_through<V, F, Fut>(
+        &self,
+        cache: &ReadThrough<V>,
+        key: &str,
+        op: &'static str,
+        fetch: F,
+    ) -> Result<Option<V>, Arc<StoreError>>
+    where
+        V: Clone + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<V>, StoreError>>,
+    {
+        if let Some(hit) = cache.get(key).await {
+            let result = if hit.is_some() {
+                LookupResult::Hit
+            } else {
+                LookupResult::NegativeHit
+            };
+            self.metrics.lookup(result);
+            return Ok(hit);
+        }
+        self.metrics.lookup(LookupResult::Miss);
+        let load = async {
+            let started = Instant::now();
+            let result = fetch().await;
+            let elapsed = started.elapsed().as_secs_f64();
+            self.metrics.store_call(op, result.is_ok(), elapsed);
+            if let Err(e) = &result {
+                log::warn!("store {op} failed: {e}");
+            }
+            result
+        };
+        cache.try_get_with(key.into(), load).await
+    }
+}
