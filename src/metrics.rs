@@ -152,8 +152,9 @@ impl Metrics {
     }
 
     pub fn observe_request(&self, outcome: Outcome, seconds: f64) {
-        self.requests[outcome.index()].inc();
+        // Histogram first: a scrape that sees the counter moved also sees the duration.
         self.durations[outcome.index()].observe(seconds);
+        self.requests[outcome.index()].inc();
     }
 
     pub fn lookup(&self, result: LookupResult) {

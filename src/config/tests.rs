@@ -51,6 +51,7 @@ fn semantic_errors_name_the_key() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment::Jail's own error type
 fn env_overrides_file() {
     figment::Jail::expect_with(|jail| {
         jail.create_file("r.toml", "[store]\nkind = \"file\"\n")?;

@@ -137,21 +137,22 @@ impl Resolver {
         self.metrics.last_refresh.set(now as f64 / 1000.0);
     }
 
-    fn table_age(&self) -> Option<Duration> {
+    fn table_age(&self, now_ms: u64) -> Option<Duration> {
         match self.last_refresh_ms.load(Ordering::Acquire) {
             0 => None,
-            at => Some(Duration::from_millis(now_epoch_ms().saturating_sub(at))),
+            at => Some(Duration::from_millis(now_ms.saturating_sub(at))),
         }
     }
 
     /// Ready once a table has loaded, until it is older than `max_staleness`.
     pub fn is_ready(&self) -> bool {
-        self.table_age()
+        self.table_age(now_epoch_ms())
             .is_some_and(|age| age <= self.settings.max_staleness)
     }
 
-    fn is_stale(&self) -> bool {
-        self.table_age()
+    /// Past two refresh intervals without a good load, the table is serving stale routes.
+    fn is_stale(&self, now_ms: u64) -> bool {
+        self.table_age(now_ms)
             .is_some_and(|age| age > self.settings.refresh_interval * 2)
     }
 
@@ -159,9 +160,10 @@ impl Resolver {
     pub async fn resolve(&self, client: &str, thread: &str) -> Resolution {
         let key = self.session_key(client, thread);
         let table = self.table.load_full();
+        let now_ms = now_epoch_ms();
         let session = match table.session(&key) {
             Some(s) => {
-                self.count_hit();
+                self.count_hit(now_ms);
                 s.clone()
             }
             None => match self.read_through_session(&key).await {
@@ -170,7 +172,7 @@ impl Resolver {
                 Err(_) => return Resolution::StoreUnavailable,
             },
         };
-        if session.is_expired(now_epoch_ms() / 1000) {
+        if session.is_expired(now_ms / 1000) {
             return Resolution::Unknown;
         }
         if session.client_id.as_deref().is_some_and(|c| c != client) {
@@ -203,8 +205,8 @@ impl Resolver {
         }
     }
 
-    fn count_hit(&self) {
-        let result = if self.is_stale() {
+    fn count_hit(&self, now_ms: u64) {
+        let result = if self.is_stale(now_ms) {
             LookupResult::Stale
         } else {
             LookupResult::Hit

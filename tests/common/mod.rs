@@ -1,0 +1,311 @@
+//! Test harness: real upstream servers (HTTP + WebSocket echo), the real router binary on free
+//! 127.0.0.1 ports with its own config files, and an HTTP client that resolves preview hosts to it.
+#![allow(dead_code, unused_imports)]
+
+pub mod upstream;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use upstream::Upstream;
+
+/// A free port on 127.0.0.1, found by binding port 0 and letting it go.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// One session of the file store.
+pub struct Session<'a> {
+    pub key: &'a str,
+    pub container: &'a str,
+    pub client: Option<&'a str>,
+    pub expires_at: Option<u64>,
+}
+
+pub fn session<'a>(key: &'a str, container: &'a str) -> Session<'a> {
+    Session {
+        key,
+        container,
+        client: None,
+        expires_at: None,
+    }
+}
+
+/// Renders a sessions.toml.
+pub fn sessions_toml(
+    sessions: &[Session<'_>],
+    containers: &[(&str, Option<SocketAddr>, &str)],
+) -> String {
+    let mut out = String::new();
+    for s in sessions {
+        out += &format!(
+            "[sessions.\"{}\"]\ncontainer_id = \"{}\"\n",
+            s.key, s.container
+        );
+        if let Some(c) = s.client {
+            out += &format!("client_id = \"{c}\"\n");
+        }
+        if let Some(t) = s.expires_at {
+            out += &format!("expires_at = {t}\n");
+        }
+    }
+    for (id, addr, status) in containers {
+        out += &format!("[containers.\"{id}\"]\nstatus = \"{status}\"\n");
+        if let Some(a) = addr {
+            out += &format!("ip = \"{}\"\nport = {}\n", a.ip(), a.port());
+        }
+    }
+    out
+}
+
+/// The router binary running on its own ports and config directory; killed on drop.
+pub struct Router {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+pub struct RouterOptions {
+    /// Extra keys of the [listen] section.
+    pub listen_extra: String,
+    /// Extra TOML appended to the generated router.toml (sections not already written).
+    pub extra_toml: String,
+    pub refresh_interval: &'static str,
+    pub negative_ttl: &'static str,
+    pub max_staleness: &'static str,
+    pub read_timeout: &'static str,
+    pub allowed_cidrs: &'static str,
+    pub wait_ready: bool,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        RouterOptions {
+            listen_extra: String::new(),
+            extra_toml: String::new(),
+            refresh_interval: "200ms",
+            negative_ttl: "200ms",
+            max_staleness: "30s",
+            read_timeout: "60s",
+            allowed_cidrs: "[\"127.0.0.0/8\"]",
+            wait_ready: true,
+        }
+    }
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_session-router")
+}
+
+impl Router {
+    pub fn start(sessions: &str, opts: RouterOptions) -> Router {
+        Self::start_in(Some(sessions), opts)
+    }
+
+    /// A router whose sessions file does not exist yet.
+    pub fn start_without_sessions(opts: RouterOptions) -> Router {
+        Self::start_in(None, opts)
+    }
+
+    fn start_in(sessions: Option<&str>, opts: RouterOptions) -> Router {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if let Some(text) = sessions {
+            std::fs::write(dir.path().join("sessions.toml"), text).expect("write sessions");
+        }
+        let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let toml = format!(
+            r#"[listen]
+proxy = "{proxy}"
+admin = "{admin}"
+read_timeout = "{read}"
+{listen_extra}
+
+[routing]
+path_hosts = ["edit.{{client}}.localhost"]
+host_patterns = ["{{thread}}.edit.{{client}}.localhost"]
+
+[store]
+kind = "file"
+refresh_interval = "{refresh}"
+negative_ttl = "{negative}"
+max_staleness = "{staleness}"
+
+[store.file]
+path = "{sessions}"
+
+[upstream]
+connect_timeout = "1s"
+allowed_cidrs = {cidrs}
+{extra}
+"#,
+            read = opts.read_timeout,
+            refresh = opts.refresh_interval,
+            negative = opts.negative_ttl,
+            staleness = opts.max_staleness,
+            sessions = dir.path().join("sessions.toml").display(),
+            cidrs = opts.allowed_cidrs,
+            extra = opts.extra_toml,
+            listen_extra = opts.listen_extra,
+        );
+        std::fs::write(dir.path().join("router.toml"), toml).expect("write router.toml");
+        std::fs::write(
+            dir.path().join("pingora.yaml"),
+            format!(
+                "---\nversion: 1\nthreads: 1\npid_file: {0}/router.pid\nupgrade_sock: {0}/upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
+                dir.path().display()
+            ),
+        )
+        .expect("write pingora.yaml");
+        let log = std::fs::File::create(dir.path().join("router.log")).expect("log file");
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(dir.path().join("router.toml"))
+            .arg("-c")
+            .arg(dir.path().join("pingora.yaml"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn router");
+        let router = Router {
+            child,
+            dir,
+            proxy,
+            admin,
+        };
+        router.wait_for("/healthz", 200);
+        if opts.wait_ready {
+            router.wait_for("/readyz", 200);
+        }
+        router
+    }
+
+    /// Polls an admin path until it answers `status`, for at most 10 s.
+    pub fn wait_for(&self, path: &str, status: u16) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if admin_status(self.admin, path) == Some(status) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{path} never answered {status}; log:\n{}", self.log());
+    }
+
+    pub fn sessions_path(&self) -> PathBuf {
+        self.dir.path().join("sessions.toml")
+    }
+
+    /// Replaces sessions.toml atomically, so a refresh never reads half a file.
+    pub fn write_sessions(&self, text: &str) {
+        write_atomically(&self.sessions_path(), text);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("router.log")).unwrap_or_default()
+    }
+
+    /// A client that sends every preview host to this router and follows no redirects.
+    pub fn client(&self) -> reqwest::Client {
+        client_for(self.proxy)
+    }
+
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.proxy.port())
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics body")
+    }
+
+    /// The value of one series in the scrape, 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series)
+    }
+
+    /// The value of a series once it reaches `want`, or its last value after 3 s. Requests are
+    /// counted when they end, which can be a moment after the client has read the response.
+    pub async fn metric_eventually(&self, series: &str, want: f64) -> f64 {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            let got = self.metric(series).await;
+            if got == want || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn metric_value(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write tmp");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).ok()?;
+    std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
+}
+
+pub fn client_for(proxy: SocketAddr) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10));
+    for host in PREVIEW_HOSTS {
+        b = b.resolve(host, proxy);
+    }
+    b.build().expect("client")
+}
+
+/// Every preview host the tests use, resolved to the router by the test client.
+pub const PREVIEW_HOSTS: &[&str] = &[
+    "edit.acme.localhost",
+    "edit.globex.localhost",
+    "edit.demo.localhost",
+    "t1.edit.acme.localhost",
+    "t2.edit.acme.localhost",
+    "t1.edit.globex.localhost",
+    "example.localhost",
+];

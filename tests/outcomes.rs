@@ -1,0 +1,245 @@
+//! Every outcome the router answers itself: status, headers and body kind per request kind, and
+//! the matching `session_router_requests_total` label.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{free_port, session, sessions_toml, Router, RouterOptions, Session, Upstream};
+use reqwest::header::HeaderMap;
+
+const NAV: &[(&str, &str)] = &[("accept", "text/html"), ("sec-fetch-mode", "navigate")];
+const ASSET: &[(&str, &str)] = &[("accept", "*/*"), ("sec-fetch-mode", "cors")];
+const UPGRADE: &[(&str, &str)] = &[
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("sec-websocket-protocol", "vite-hmr"),
+];
+
+struct Answer {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn assert_html(&self, text: &str) {
+        assert_eq!(
+            self.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(self.header("cache-control"), Some("no-store"));
+        assert!(self.body.contains(text), "{}", self.body);
+    }
+
+    fn assert_plain(&self) {
+        assert_eq!(
+            self.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert!(!self.body.contains('<'), "{}", self.body);
+    }
+}
+
+async fn fetch(router: &Router, host: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut req = router.client().get(router.url(host, path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.text().await.unwrap_or_default(),
+    }
+}
+
+/// Asserts the request counter of `outcome` reaches `want`.
+async fn assert_count(router: &Router, outcome: &str, want: f64) {
+    let series = format!("session_router_requests_total{{outcome=\"{outcome}\"}}");
+    assert_eq!(
+        router.metric_eventually(&series, want).await,
+        want,
+        "{series}"
+    );
+}
+
+fn closed_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+async fn router_with_states() -> (Router, Upstream) {
+    let up = Upstream::start("up").await;
+    let sessions = [
+        session("acme-live", "c-live"),
+        session("acme-starting", "c-starting"),
+        session("acme-nocontainer", "c-missing"),
+        session("acme-stopped", "c-stopped"),
+        session("acme-stopping", "c-stopping"),
+        session("acme-dead", "c-dead"),
+        session("acme-outside", "c-outside"),
+        Session {
+            expires_at: Some(1_000),
+            ..session("acme-expired", "c-live")
+        },
+    ];
+    let containers = [
+        ("c-live", Some(up.addr), "running"),
+        ("c-starting", None, "starting"),
+        ("c-stopped", Some(up.addr), "stopped"),
+        ("c-stopping", Some(up.addr), "stopping"),
+        ("c-dead", Some(closed_port()), "running"),
+        (
+            "c-outside",
+            Some(SocketAddr::from(([10, 255, 255, 1], 4321))),
+            "running",
+        ),
+    ];
+    let router = Router::start(
+        &sessions_toml(&sessions, &containers),
+        RouterOptions::default(),
+    );
+    (router, up)
+}
+
+#[tokio::test]
+async fn not_found_family() {
+    let (r, up) = router_with_states().await;
+    let a = fetch(&r, "example.localhost", "/session/live/", NAV).await;
+    assert_eq!(a.status, 404);
+    a.assert_plain();
+    assert_count(&r, "not_preview_host", 1.0).await;
+
+    let a = fetch(&r, "edit.acme.localhost", "/", NAV).await;
+    assert_eq!(a.status, 404);
+    a.assert_html("No active session");
+    assert_count(&r, "no_session", 1.0).await;
+
+    for thread in ["nobody", "expired"] {
+        let a = fetch(
+            &r,
+            "edit.acme.localhost",
+            &format!("/session/{thread}/"),
+            NAV,
+        )
+        .await;
+        assert_eq!(a.status, 404, "{thread}");
+        a.assert_html("Session not found");
+        let a = fetch(
+            &r,
+            "edit.acme.localhost",
+            &format!("/session/{thread}/x.js"),
+            ASSET,
+        )
+        .await;
+        assert_eq!(a.status, 404);
+        a.assert_plain();
+    }
+    assert_count(&r, "unknown_session", 4.0).await;
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn starting_container_answers_per_request_kind() {
+    let (r, up) = router_with_states().await;
+    for thread in ["starting", "nocontainer"] {
+        let path = format!("/session/{thread}/");
+        let a = fetch(&r, "edit.acme.localhost", &path, NAV).await;
+        assert_eq!(a.status, 503, "{thread}");
+        assert_eq!(a.header("retry-after"), Some("2"));
+        a.assert_html("Starting your preview");
+        assert!(a.body.contains("http-equiv=\"refresh\""));
+
+        let a = fetch(&r, "edit.acme.localhost", &format!("{path}x.css"), ASSET).await;
+        assert_eq!((a.status, a.header("retry-after")), (503, Some("2")));
+        a.assert_plain();
+
+        let a = fetch(&r, "edit.acme.localhost", &path, UPGRADE).await;
+        assert_eq!((a.status, a.header("retry-after")), (503, Some("2")));
+        assert!(a.body.is_empty());
+    }
+    assert_count(&r, "container_starting", 6.0).await;
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn stopped_container_is_paused() {
+    let (r, up) = router_with_states().await;
+    for thread in ["stopped", "stopping"] {
+        let a = fetch(
+            &r,
+            "edit.acme.localhost",
+            &format!("/session/{thread}/"),
+            NAV,
+        )
+        .await;
+        assert_eq!(a.status, 503);
+        a.assert_html("Session paused");
+    }
+    assert_count(&r, "container_stopped", 2.0).await;
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn unreachable_and_forbidden_upstreams_are_502() {
+    let (r, _up) = router_with_states().await;
+    let a = fetch(&r, "edit.acme.localhost", "/session/dead/", NAV).await;
+    assert_eq!(a.status, 502);
+    a.assert_html("Preview unreachable");
+    assert_count(&r, "upstream_unreachable", 1.0).await;
+
+    let a = fetch(&r, "edit.acme.localhost", "/session/outside/", NAV).await;
+    assert_eq!(a.status, 502);
+    a.assert_html("Preview unavailable");
+    assert_count(&r, "forbidden_upstream", 1.0).await;
+    assert!(r.log().contains("event=forbidden_upstream"), "{}", r.log());
+}
+
+#[tokio::test]
+async fn malformed_requests_are_400_and_bare_session_redirects() {
+    let (r, up) = router_with_states().await;
+    for path in ["/session/a.b/", "/session/a%2Fb/", "/session/a%20b/x"] {
+        let a = fetch(&r, "edit.acme.localhost", path, NAV).await;
+        assert_eq!(a.status, 400, "{path}");
+        a.assert_html("Bad request");
+    }
+    let a = fetch(
+        &r,
+        "edit.acme.localhost",
+        "/x",
+        &[("cookie", "sr_session=../../etc")],
+    )
+    .await;
+    assert_eq!(a.status, 400);
+    assert_count(&r, "bad_request", 4.0).await;
+
+    let a = fetch(&r, "edit.acme.localhost", "/session/live?x=1", NAV).await;
+    assert_eq!(a.status, 308);
+    assert_eq!(a.header("location"), Some("/session/live/?x=1"));
+    assert_count(&r, "redirect", 1.0).await;
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn routed_requests_are_counted() {
+    let (r, up) = router_with_states().await;
+    for _ in 0..3 {
+        let a = fetch(&r, "edit.acme.localhost", "/session/live/", NAV).await;
+        assert_eq!(a.status, 200);
+    }
+    assert_count(&r, "routed", 3.0).await;
+    assert_eq!(up.hits(), 3);
+    let scrape = r.metrics().await;
+    assert!(scrape.contains("session_router_request_duration_seconds_count{outcome=\"routed\"} 3"));
+    assert!(
+        scrape.contains("session_router_route_table_sessions 8"),
+        "{scrape}"
+    );
+    assert!(!scrape.contains("acme-live"), "no session ids in labels");
+}

@@ -1,0 +1,150 @@
+//! WebSockets through the router as Vite HMR uses them: subprotocol and token untouched, frames
+//! both ways, closes from either side, and an idle socket outliving the downstream read timeout.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{session, sessions_toml, Router, RouterOptions, Upstream};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{client_async, WebSocketStream};
+
+type Ws = WebSocketStream<TcpStream>;
+
+async fn setup(read_timeout: &'static str, websocket_idle: Option<&str>) -> (Router, Upstream) {
+    let up = Upstream::start("hmr").await;
+    let sessions = sessions_toml(
+        &[session("acme-t1", "c1")],
+        &[("c1", Some(up.addr), "running")],
+    );
+    let opts = RouterOptions {
+        read_timeout,
+        listen_extra: websocket_idle
+            .map(|t| format!("websocket_idle_timeout = \"{t}\""))
+            .unwrap_or_default(),
+        ..RouterOptions::default()
+    };
+    (Router::start(&sessions, opts), up)
+}
+
+/// Opens the HMR socket the way the Vite client does from a path-mode page.
+async fn connect_hmr(router: &Router) -> (Ws, Value) {
+    let host = format!("edit.acme.localhost:{}", router.proxy.port());
+    let mut req = format!("ws://{host}/?token=tok-123")
+        .into_client_request()
+        .unwrap();
+    let headers = req.headers_mut();
+    headers.insert("sec-websocket-protocol", "vite-hmr".parse().unwrap());
+    headers.insert("origin", format!("http://{host}").parse().unwrap());
+    headers.insert("cookie", "sr_session=t1".parse().unwrap());
+    let tcp = TcpStream::connect(router.proxy).await.unwrap();
+    let (mut ws, resp) = client_async(req, tcp)
+        .await
+        .expect("upgrade through router");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "vite-hmr");
+    let hello = next_text(&mut ws).await;
+    (ws, serde_json::from_str(&hello).unwrap())
+}
+
+async fn next_text(ws: &mut Ws) -> String {
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hmr_handshake_reaches_upstream_untouched() {
+    let (router, _up) = setup("60s", None).await;
+    let (_ws, hello) = connect_hmr(&router).await;
+    assert_eq!(hello["uri"], "/?token=tok-123");
+    assert_eq!(hello["headers"]["sec-websocket-protocol"][0], "vite-hmr");
+    assert!(
+        hello["headers"].get("cookie").is_none(),
+        "router cookie stripped"
+    );
+    let opened = router
+        .metric_eventually("session_router_websocket_connections", 1.0)
+        .await;
+    assert_eq!(opened, 1.0);
+}
+
+#[tokio::test]
+async fn frames_echo_and_closes_work_both_ways() {
+    let (router, _up) = setup("60s", None).await;
+    let (mut ws, _) = connect_hmr(&router).await;
+    ws.send(Message::Text("{\"type\":\"ping\"}".into()))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await, "{\"type\":\"ping\"}");
+    let payload: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    ws.send(Message::Binary(payload.clone().into()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Binary(b)))) => assert_eq!(b.as_ref(), payload.as_slice()),
+        other => panic!("expected binary echo, got {other:?}"),
+    }
+    // Client closes: the close handshake completes through the router.
+    ws.close(None).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(matches!(end, Some(Ok(Message::Close(_))) | None), "{end:?}");
+
+    // Upstream closes: the client sees the close frame.
+    let (mut ws, _) = connect_hmr(&router).await;
+    ws.send(Message::Text("close-please".into())).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    assert!(
+        matches!(end, Some(Ok(Message::Close(_)))),
+        "{end:?} {}",
+        router.log()
+    );
+
+    let ok = router
+        .metric_eventually(
+            "session_router_websocket_upgrades_total{result=\"ok\"}",
+            2.0,
+        )
+        .await;
+    assert_eq!(ok, 2.0);
+    let open = router
+        .metric_eventually("session_router_websocket_connections", 0.0)
+        .await;
+    assert_eq!(open, 0.0, "both sockets counted closed");
+}
+
+#[tokio::test]
+async fn idle_socket_outlives_downstream_read_timeout() {
+    let (router, _up) = setup("1s", None).await;
+    // Quiet for 2.5 read timeouts, then still echoing.
+    let (mut ws, _) = connect_hmr(&router).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    ws.send(Message::Text("still here".into())).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "still here");
+}
+
+#[tokio::test]
+async fn configured_websocket_idle_limit_closes_quiet_sockets() {
+    // The same quiet socket is closed when an operator does set an idle limit, which shows the
+    // timeout mechanism the previous test relies on being lifted is real.
+    let (router, _up) = setup("60s", Some("1s")).await;
+    let (mut ws, _) = connect_hmr(&router).await;
+    let started = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap();
+    assert!(!matches!(end, Some(Ok(Message::Text(_)))), "{end:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+}
