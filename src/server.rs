@@ -61,6 +61,12 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     let mut server = Server::new_with_opt_and_conf(cli.server, server_conf);
     server.bootstrap();
 
+    if !config.routing.session_key.includes_client() {
+        log::warn!(
+            "routing.session_key does not name {{client}}: only the sessions' clientId attribute \
+             keeps one client's host from reaching another client's session"
+        );
+    }
     let metrics = Arc::new(Metrics::new()?);
     let store = build_store(&config)?;
     let settings = ResolverSettings {

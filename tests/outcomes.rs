@@ -61,6 +61,17 @@ async fn fetch(router: &Router, host: &str, path: &str, headers: &[(&str, &str)]
 }
 
 /// Asserts the request counter of `outcome` reaches `want`.
+/// A request for `/session/{thread}/{rest}` on client acme's host.
+async fn fetch_thread(r: &Router, thread: &str, rest: &str, headers: &[(&str, &str)]) -> Answer {
+    fetch(
+        r,
+        "edit.acme.localhost",
+        &format!("/session/{thread}/{rest}"),
+        headers,
+    )
+    .await
+}
+
 async fn assert_count(router: &Router, outcome: &str, want: f64) {
     let series = format!("session_router_requests_total{{outcome=\"{outcome}\"}}");
     assert_eq!(
@@ -122,22 +133,10 @@ async fn not_found_family() {
     assert_count(&r, "no_session", 1.0).await;
 
     for thread in ["nobody", "expired"] {
-        let a = fetch(
-            &r,
-            "edit.acme.localhost",
-            &format!("/session/{thread}/"),
-            NAV,
-        )
-        .await;
+        let a = fetch_thread(&r, thread, "", NAV).await;
         assert_eq!(a.status, 404, "{thread}");
         a.assert_html("Session not found");
-        let a = fetch(
-            &r,
-            "edit.acme.localhost",
-            &format!("/session/{thread}/x.js"),
-            ASSET,
-        )
-        .await;
+        let a = fetch_thread(&r, thread, "x.js", ASSET).await;
         assert_eq!(a.status, 404);
         a.assert_plain();
     }
@@ -149,18 +148,17 @@ async fn not_found_family() {
 async fn starting_container_answers_per_request_kind() {
     let (r, up) = router_with_states().await;
     for thread in ["starting", "nocontainer"] {
-        let path = format!("/session/{thread}/");
-        let a = fetch(&r, "edit.acme.localhost", &path, NAV).await;
+        let a = fetch_thread(&r, thread, "", NAV).await;
         assert_eq!(a.status, 503, "{thread}");
         assert_eq!(a.header("retry-after"), Some("2"));
         a.assert_html("Starting your preview");
         assert!(a.body.contains("http-equiv=\"refresh\""));
 
-        let a = fetch(&r, "edit.acme.localhost", &format!("{path}x.css"), ASSET).await;
+        let a = fetch_thread(&r, thread, "x.css", ASSET).await;
         assert_eq!((a.status, a.header("retry-after")), (503, Some("2")));
         a.assert_plain();
 
-        let a = fetch(&r, "edit.acme.localhost", &path, UPGRADE).await;
+        let a = fetch_thread(&r, thread, "", UPGRADE).await;
         assert_eq!((a.status, a.header("retry-after")), (503, Some("2")));
         assert!(a.body.is_empty());
     }
@@ -172,13 +170,7 @@ async fn starting_container_answers_per_request_kind() {
 async fn stopped_container_is_paused() {
     let (r, up) = router_with_states().await;
     for thread in ["stopped", "stopping"] {
-        let a = fetch(
-            &r,
-            "edit.acme.localhost",
-            &format!("/session/{thread}/"),
-            NAV,
-        )
-        .await;
+        let a = fetch_thread(&r, thread, "", NAV).await;
         assert_eq!(a.status, 503);
         a.assert_html("Session paused");
     }

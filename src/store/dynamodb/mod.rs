@@ -1,0 +1,203 @@
+//! The DynamoDB backend: the platform's sessions and containers tables, loaded whole by a
+//! parallel, projected Scan and read item by item with consistent GetItem on a table miss.
+
+mod decode;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use futures_util::future::try_join_all;
+use tokio::sync::OnceCell;
+
+use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot};
+use crate::config::DynamoDbSection;
+use decode::{DecodeError, Item};
+
+pub use decode::{CLIENT_ID, CONTAINER_ID, CONTAINER_IP, CONTAINER_PORT, EXPIRES_AT, STATUS, TTL};
+
+/// Calls that fail on throttling, timeouts or 5xx are retried by the SDK's standard strategy:
+/// exponential backoff with full jitter, starting here.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_ATTEMPTS: u32 = 3;
+
+pub struct DynamoDbStore {
+    settings: DynamoDbSection,
+    /// Built on first use, inside Pingora's runtime: loading the AWS config may start threads,
+    /// which must not happen before a daemonizing fork.
+    client: OnceCell<Client>,
+}
+
+fn unavailable(e: impl std::error::Error) -> StoreError {
+    StoreError::Unavailable(DisplayErrorContext(e).to_string())
+}
+
+impl DynamoDbStore {
+    pub fn new(settings: DynamoDbSection) -> Self {
+        DynamoDbStore {
+            settings,
+            client: OnceCell::new(),
+        }
+    }
+
+    async fn client(&self) -> &Client {
+        self.client
+            .get_or_init(|| async {
+                let timeouts = TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(1))
+                    .operation_attempt_timeout(Duration::from_secs(3))
+                    .build();
+                let retry = RetryConfig::standard()
+                    .with_max_attempts(MAX_ATTEMPTS)
+                    .with_initial_backoff(INITIAL_BACKOFF);
+                let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                    .retry_config(retry)
+                    .timeout_config(timeouts);
+                if let Some(region) = &self.settings.region {
+                    loader = loader.region(Region::new(region.clone()));
+                }
+                if let Some(url) = &self.settings.endpoint_url {
+                    loader = loader.endpoint_url(url);
+                }
+                Client::new(&loader.load().await)
+            })
+            .await
+    }
+
+    /// Scans one table with `scan_segments` parallel segments, decoding page by page.
+    async fn scan<T>(
+        &self,
+        table: &str,
+        attributes: &[&str],
+        decode: impl Fn(&Item) -> Result<(String, T), DecodeError> + Sync,
+    ) -> Result<(HashMap<Box<str>, T>, usize), StoreError> {
+        let client = self.client().await;
+        let segments = self.settings.scan_segments.max(1) as i32;
+        let (projection, names) = projection(attributes);
+        let segment_scans = (0..segments).map(|segment| {
+            let mut pages = client
+                .scan()
+                .table_name(table)
+                .segment(segment)
+                .total_segments(segments)
+                .projection_expression(&projection)
+                .set_expression_attribute_names(Some(names.clone()))
+                .into_paginator()
+                .send();
+            let decode = &decode;
+            async move {
+                let mut records = Vec::new();
+                let mut skipped = 0;
+                while let Some(page) = pages.next().await {
+                    for item in page.map_err(unavailable)?.items.unwrap_or_default() {
+                        match decode(&item) {
+                            Ok(record) => records.push(record),
+                            Err(e) => {
+                                skipped += 1;
+                                log::warn!("skipping {table} {e}");
+                            }
+                        }
+                    }
+                }
+                Ok::<_, StoreError>((records, skipped))
+            }
+        });
+        let mut all = HashMap::new();
+        let mut skipped = 0;
+        for (records, bad) in try_join_all(segment_scans).await? {
+            skipped += bad;
+            all.extend(records.into_iter().map(|(k, v)| (k.into_boxed_str(), v)));
+        }
+        Ok((all, skipped))
+    }
+
+    async fn get(&self, table: &str, key_attr: &str, key: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client()
+            .await
+            .get_item()
+            .table_name(table)
+            .key(key_attr, AttributeValue::S(key.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    fn session_attributes(&self) -> [&str; 5] {
+        [&self.settings.session_key_attribute, CONTAINER_ID, CLIENT_ID, EXPIRES_AT, TTL]
+    }
+
+    fn container_attributes(&self) -> [&str; 4] {
+        [&self.settings.container_key_attribute, CONTAINER_IP, CONTAINER_PORT, STATUS]
+    }
+}
+
+/// A projection over placeholders, since `status` and `ttl` are DynamoDB reserved words.
+fn projection(attributes: &[&str]) -> (String, HashMap<String, String>) {
+    let names: HashMap<String, String> = attributes
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("#a{i}"), (*a).to_owned()))
+        .collect();
+    let expr = (0..attributes.len())
+        .map(|i| format!("#a{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    (expr, names)
+}
+
+#[async_trait]
+impl RouteStore for DynamoDbStore {
+    async fn load_all(&self) -> Result<Option<StoreSnapshot>, StoreError> {
+        let s = &self.settings;
+        let session_key = s.session_key_attribute.as_str();
+        let container_key = s.container_key_attribute.as_str();
+        let sessions = self.scan(&s.sessions_table, &self.session_attributes(), |item| {
+            decode::session(item, session_key)
+        });
+        let containers = self.scan(&s.containers_table, &self.container_attributes(), |item| {
+            decode::container(item, container_key)
+        });
+        let ((sessions, bad_sessions), (containers, bad_containers)) =
+            tokio::try_join!(sessions, containers)?;
+        Ok(Some(StoreSnapshot {
+            sessions,
+            containers,
+            skipped: bad_sessions + bad_containers,
+        }))
+    }
+
+    async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let attr = &self.settings.session_key_attribute;
+        let item = self.get(&self.settings.sessions_table, attr, key).await?;
+        decode_one(item, |i| decode::session(i, attr))
+    }
+
+    async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
+        let attr = &self.settings.container_key_attribute;
+        let item = self.get(&self.settings.containers_table, attr, id).await?;
+        decode_one(item, |i| decode::container(i, attr))
+    }
+}
+
+/// A single item that does not decode is treated as absent, and logged, like in a full load.
+fn decode_one<T>(
+    item: Option<Item>,
+    decode: impl Fn(&Item) -> Result<(String, T), DecodeError>,
+) -> Result<Option<T>, StoreError> {
+    Ok(item.and_then(|i| match decode(&i) {
+        Ok((_, record)) => Some(record),
+        Err(e) => {
+            log::warn!("ignoring {e}");
+            None
+        }
+    }))
+}
