@@ -11,12 +11,18 @@ run: deps
 
 # Benches run once each as smoke tests first, so the test harness has the last word.
 test: deps lint check-config
-	$(CARGO) test --benches
+	$(CARGO) test --bench route_lookup
 	$(CARGO) test
 
-# System packages the build needs; installed only when missing.
+MOTO_VENV := .venv-moto
+export MOTO_SERVER := $(CURDIR)/$(MOTO_VENV)/bin/moto_server
+
+# What the build and tests need, installed only when missing: cmake (Pingora's zlib-ng) and
+# moto in server mode (the DynamoDB-compatible server the store tests start on 127.0.0.1).
 deps:
 	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
+	@[ -x $(MOTO_SERVER) ] || python3 -m venv $(MOTO_VENV) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && python3 -m venv $(MOTO_VENV); }
+	@[ -x $(MOTO_SERVER) ] || $(MOTO_VENV)/bin/pip install -q 'moto[server]'
 
 lint:
 	$(CARGO) fmt --all -- --check

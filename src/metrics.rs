@@ -40,6 +40,7 @@ pub struct Metrics {
     pub table_sessions: IntGauge,
     pub table_containers: IntGauge,
     pub last_refresh: Gauge,
+    pub table_skipped: IntGauge,
     pub upstream_retries: IntCounterVec,
     pub websocket_connections: IntGauge,
     pub websocket_upgrades: IntCounterVec,
@@ -115,6 +116,10 @@ impl Metrics {
                 "session_router_route_table_last_refresh_timestamp_seconds",
                 "Unix time of the last successful full refresh",
             )?,
+            table_skipped: IntGauge::new(
+                "session_router_route_table_skipped_items",
+                "Store items left out of the last full load because they did not decode",
+            )?,
             upstream_retries: IntCounterVec::new(
                 Opts::new(
                     "session_router_upstream_retries_total",
@@ -143,6 +148,7 @@ impl Metrics {
         m.registry.register(Box::new(m.table_sessions.clone()))?;
         m.registry.register(Box::new(m.table_containers.clone()))?;
         m.registry.register(Box::new(m.last_refresh.clone()))?;
+        m.registry.register(Box::new(m.table_skipped.clone()))?;
         m.registry.register(Box::new(m.upstream_retries.clone()))?;
         m.registry
             .register(Box::new(m.websocket_connections.clone()))?;

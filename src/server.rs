@@ -15,7 +15,7 @@ use crate::cli::Cli;
 use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
 use crate::metrics::Metrics;
 use crate::proxy::{DownstreamLimits, SessionProxy};
-use crate::store::{FileStore, RouteStore};
+use crate::store::{DynamoDbStore, FileStore, RouteStore};
 use crate::table::{Refresher, Resolver, ResolverSettings};
 use crate::upstream::{AddressPolicy, PeerFactory};
 
@@ -30,8 +30,6 @@ pub enum StartError {
     Pingora(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("store kind `dynamodb` is not available in this build")]
-    StoreUnsupported,
 }
 
 /// Loads and validates both configuration files.
@@ -52,13 +50,16 @@ pub fn load(cli: &Cli) -> Result<(Config, ServerConf), StartError> {
 fn build_store(config: &Config) -> Result<Arc<dyn RouteStore>, StartError> {
     match config.store.kind {
         StoreKind::File => Ok(Arc::new(FileStore::new(config.store.file.path.clone()))),
-        StoreKind::Dynamodb => Err(StartError::StoreUnsupported),
+        StoreKind::Dynamodb => Ok(Arc::new(DynamoDbStore::new(config.store.dynamodb.clone()))),
     }
 }
 
 /// Builds the server with every service added, ready for `run_forever`.
 pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server, StartError> {
-    let mut server = Server::new_with_opt_and_conf(cli.server, server_conf);
+    // The YAML named by -c is already loaded into `server_conf`.
+    let mut opt = cli.server;
+    opt.conf = None;
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
 
     if !config.routing.session_key.includes_client() {

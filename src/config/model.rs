@@ -142,6 +142,10 @@ pub struct DynamoDbSection {
     pub container_key_attribute: String,
     /// Parallel Scan segments of a full refresh.
     pub scan_segments: u32,
+    /// Limit of one attempt of one call (a GetItem, or one Scan page); failed attempts are
+    /// retried with exponential backoff and jitter.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
 }
 
 impl Default for DynamoDbSection {
@@ -154,6 +158,7 @@ impl Default for DynamoDbSection {
             session_key_attribute: "sessionId".to_owned(),
             container_key_attribute: "containerId".to_owned(),
             scan_segments: 4,
+            request_timeout: Duration::from_secs(3),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The route store: where sessions and containers come from. Defines the records, the
 //! [`RouteStore`] trait every backend implements, and the backends themselves.
 
+mod dynamodb;
 mod file;
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+pub use dynamodb::DynamoDbStore;
 pub use file::FileStore;
 
 /// A session: which container serves it.

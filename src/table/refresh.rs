@@ -32,6 +32,7 @@ impl Refresher {
         match result? {
             Some(snapshot) => {
                 let skipped = snapshot.skipped;
+                self.metrics.table_skipped.set(skipped as i64);
                 let table = RouteTable::from(snapshot);
                 log::info!(
                     "route table loaded: sessions={} containers={} skipped={} took_ms={}",

@@ -2,6 +2,7 @@
 //! 127.0.0.1 ports with its own config files, and an HTTP client that resolves preview hosts to it.
 #![allow(dead_code, unused_imports)]
 
+pub mod moto;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener};
@@ -82,6 +83,10 @@ pub struct RouterOptions {
     pub read_timeout: &'static str,
     pub allowed_cidrs: &'static str,
     pub wait_ready: bool,
+    /// Use the DynamoDB store at this endpoint instead of the file store.
+    pub dynamodb_endpoint: Option<String>,
+    pub scan_segments: u32,
+    pub store_request_timeout: &'static str,
 }
 
 impl Default for RouterOptions {
@@ -95,6 +100,9 @@ impl Default for RouterOptions {
             read_timeout: "60s",
             allowed_cidrs: "[\"127.0.0.0/8\"]",
             wait_ready: true,
+            dynamodb_endpoint: None,
+            scan_segments: 4,
+            store_request_timeout: "3s",
         }
     }
 }
@@ -132,13 +140,18 @@ path_hosts = ["edit.{{client}}.localhost"]
 host_patterns = ["{{thread}}.edit.{{client}}.localhost"]
 
 [store]
-kind = "file"
+kind = "{kind}"
 refresh_interval = "{refresh}"
 negative_ttl = "{negative}"
 max_staleness = "{staleness}"
 
 [store.file]
 path = "{sessions}"
+
+[store.dynamodb]
+endpoint_url = "{endpoint}"
+scan_segments = {segments}
+request_timeout = "{store_timeout}"
 
 [upstream]
 connect_timeout = "1s"
@@ -149,6 +162,17 @@ allowed_cidrs = {cidrs}
             refresh = opts.refresh_interval,
             negative = opts.negative_ttl,
             staleness = opts.max_staleness,
+            kind = if opts.dynamodb_endpoint.is_some() {
+                "dynamodb"
+            } else {
+                "file"
+            },
+            endpoint = opts
+                .dynamodb_endpoint
+                .as_deref()
+                .unwrap_or("http://127.0.0.1:1"),
+            segments = opts.scan_segments,
+            store_timeout = opts.store_request_timeout,
             sessions = dir.path().join("sessions.toml").display(),
             cidrs = opts.allowed_cidrs,
             extra = opts.extra_toml,
@@ -170,6 +194,7 @@ allowed_cidrs = {cidrs}
             .arg("-c")
             .arg(dir.path().join("pingora.yaml"))
             .env("RUST_LOG", "info")
+            .envs(moto::TEST_ENV)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -99,7 +99,9 @@ pub fn container(item: &Item, key_attr: &str) -> Result<(String, ContainerRecord
     };
     let port = number::<u16>(item, CONTAINER_PORT).map_err(fail)?;
     let status = match string(item, STATUS).map_err(fail)? {
-        Some(s) => ContainerStatus::parse(s).ok_or_else(|| fail(format!("unknown status {s:?}")))?,
+        Some(s) => {
+            ContainerStatus::parse(s).ok_or_else(|| fail(format!("unknown status {s:?}")))?
+        }
         None => ContainerStatus::default(),
     };
     Ok((key, ContainerRecord { ip, port, status }))
@@ -110,7 +112,10 @@ mod tests {
     use super::*;
 
     fn item(pairs: &[(&str, AttributeValue)]) -> Item {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     fn s(v: &str) -> AttributeValue {
@@ -158,7 +163,10 @@ mod tests {
         assert_eq!(rec.ip, Some("10.0.0.7".parse().unwrap()));
         assert_eq!(rec.port, Some(4000));
         let (_, rec) = container(&item(&[("containerId", s("c2"))]), "containerId").unwrap();
-        assert_eq!((rec.ip, rec.port, rec.status), (None, None, ContainerStatus::Running));
+        assert_eq!(
+            (rec.ip, rec.port, rec.status),
+            (None, None, ContainerStatus::Running)
+        );
     }
 
     #[test]

@@ -51,7 +51,7 @@ impl DynamoDbStore {
             .get_or_init(|| async {
                 let timeouts = TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(1))
-                    .operation_attempt_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(self.settings.request_timeout)
                     .build();
                 let retry = RetryConfig::standard()
                     .with_max_attempts(MAX_ATTEMPTS)
@@ -117,7 +117,12 @@ impl DynamoDbStore {
         Ok((all, skipped))
     }
 
-    async fn get(&self, table: &str, key_attr: &str, key: &str) -> Result<Option<Item>, StoreError> {
+    async fn get(
+        &self,
+        table: &str,
+        key_attr: &str,
+        key: &str,
+    ) -> Result<Option<Item>, StoreError> {
         let out = self
             .client()
             .await
@@ -132,11 +137,22 @@ impl DynamoDbStore {
     }
 
     fn session_attributes(&self) -> [&str; 5] {
-        [&self.settings.session_key_attribute, CONTAINER_ID, CLIENT_ID, EXPIRES_AT, TTL]
+        [
+            &self.settings.session_key_attribute,
+            CONTAINER_ID,
+            CLIENT_ID,
+            EXPIRES_AT,
+            TTL,
+        ]
     }
 
     fn container_attributes(&self) -> [&str; 4] {
-        [&self.settings.container_key_attribute, CONTAINER_IP, CONTAINER_PORT, STATUS]
+        [
+            &self.settings.container_key_attribute,
+            CONTAINER_IP,
+            CONTAINER_PORT,
+            STATUS,
+        ]
     }
 }
 
@@ -160,10 +176,12 @@ impl RouteStore for DynamoDbStore {
         let s = &self.settings;
         let session_key = s.session_key_attribute.as_str();
         let container_key = s.container_key_attribute.as_str();
-        let sessions = self.scan(&s.sessions_table, &self.session_attributes(), |item| {
+        let (session_attrs, container_attrs) =
+            (self.session_attributes(), self.container_attributes());
+        let sessions = self.scan(&s.sessions_table, &session_attrs, |item| {
             decode::session(item, session_key)
         });
-        let containers = self.scan(&s.containers_table, &self.container_attributes(), |item| {
+        let containers = self.scan(&s.containers_table, &container_attrs, |item| {
             decode::container(item, container_key)
         });
         let ((sessions, bad_sessions), (containers, bad_containers)) =
