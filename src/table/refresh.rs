@@ -2,7 +2,7 @@
 //! failed load keeps the last good table serving; `/readyz` reports when it grows too old.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -49,18 +49,64 @@ impl Refresher {
     }
 }
 
+/// Longest wait between full loads while the store keeps failing.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Wait before the next full load after `failures` failures in a row: the interval doubled per
+/// failure up to [`MAX_BACKOFF`], with jitter over its upper half so a fleet does not retry in
+/// step against a store that is struggling.
+fn next_wait(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let ceiling = interval
+        .saturating_mul(1 << failures.min(16))
+        .min(MAX_BACKOFF.max(interval));
+    let half = ceiling / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
 #[async_trait]
 impl BackgroundService for Refresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let interval = self.resolver.settings().refresh_interval;
+        let mut failures = 0;
         loop {
-            if let Err(e) = self.refresh_once().await {
-                log::error!("route table refresh failed, keeping the last good table: {e}");
+            match self.refresh_once().await {
+                Ok(()) => failures = 0,
+                Err(e) => {
+                    failures += 1;
+                    log::error!("route table refresh failed, keeping the last good table: {e}");
+                }
             }
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(next_wait(interval, failures)) => {}
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_is_capped() {
+        let interval = Duration::from_secs(5);
+        assert_eq!(next_wait(interval, 0), interval);
+        for failures in 1..40 {
+            let wait = next_wait(interval, failures);
+            let ceiling = (interval * 2u32.pow(failures.min(16))).min(MAX_BACKOFF);
+            assert!(
+                wait >= ceiling / 2 && wait <= ceiling,
+                "{failures}: {wait:?}"
+            );
+        }
+        let long = Duration::from_secs(60);
+        assert!(
+            next_wait(long, 3) <= long,
+            "never above the interval when it exceeds the cap"
+        );
     }
 }
