@@ -58,7 +58,10 @@ fn resolver(config: &Config, sessions: usize) -> Resolver {
     let store = Arc::new(FileStore::new(PathBuf::from("/nonexistent")));
     let metrics = Arc::new(Metrics::new().unwrap());
     let resolver = Resolver::new(store, metrics, settings);
-    resolver.install(RouteTable::from(snapshot(sessions)));
+    resolver.install(
+        RouteTable::from(snapshot(sessions)),
+        std::time::Instant::now(),
+    );
     resolver
 }
 

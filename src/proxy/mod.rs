@@ -35,6 +35,9 @@ pub struct RequestCtx {
     upstream: Option<UpstreamTarget>,
     set_affinity: bool,
     upgraded: bool,
+    /// A connect failed and the one retry, with a fresh store read, is due.
+    retry_pending: bool,
+    retried: bool,
 }
 
 /// Downstream connection limits applied to every request.
@@ -167,6 +170,32 @@ impl SessionProxy {
         Ok(())
     }
 
+    /// After a failed connect: re-read the session from the store and aim the retry at what it
+    /// says now. If it says anything but "ready", that is the answer instead of a 502.
+    async fn reresolve(&self, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(target) = ctx.target.as_ref() else {
+            return Ok(());
+        };
+        let resolution = self
+            .resolver
+            .reresolve(&target.client, &target.thread)
+            .await;
+        let outcome = Self::resolution_outcome(&resolution);
+        match resolution {
+            Resolution::Ready(upstream) => {
+                ctx.upstream = Some(upstream);
+                return Ok(());
+            }
+            Resolution::Forbidden(ip) => log_forbidden(target, ip),
+            _ => {}
+        }
+        ctx.outcome = Some(outcome);
+        Err(Error::explain(
+            ErrorType::HTTPStatus(outcome.status()),
+            "container not ready after re-reading the store",
+        ))
+    }
+
     fn log_access(
         &self,
         session: &Session,
@@ -204,6 +233,8 @@ impl ProxyHttp for SessionProxy {
             upstream: None,
             set_affinity: false,
             upgraded: false,
+            retry_pending: false,
+            retried: false,
         }
     }
 
@@ -257,6 +288,10 @@ impl ProxyHttp for SessionProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if ctx.retry_pending {
+            ctx.retry_pending = false;
+            self.reresolve(ctx).await?;
+        }
         let upstream = ctx.upstream.as_ref().ok_or_else(|| {
             Error::explain(
                 ErrorType::InternalError,
@@ -326,9 +361,18 @@ impl ProxyHttp for SessionProxy {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
-        e: Box<Error>,
+        mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.outcome = Some(Outcome::UpstreamUnreachable);
+        if !ctx.retried {
+            ctx.retried = true;
+            ctx.retry_pending = true;
+            self.metrics
+                .upstream_retries
+                .with_label_values(&[retry_reason(e.etype())])
+                .inc();
+            e.set_retry(true);
+        }
         e
     }
 
@@ -339,6 +383,10 @@ impl ProxyHttp for SessionProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let outcome = match e.esource() {
+            // The router chose the answer itself (the re-read found the container not ready).
+            _ if matches!(e.etype(), ErrorType::HTTPStatus(_)) && ctx.outcome.is_some() => {
+                ctx.outcome.unwrap_or(Outcome::UpstreamUnreachable)
+            }
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                     Outcome::ClientClosed
@@ -379,6 +427,15 @@ impl ProxyHttp for SessionProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.log_access(session, ctx, outcome, status, elapsed);
+    }
+}
+
+fn retry_reason(etype: &ErrorType) -> &'static str {
+    match etype {
+        ErrorType::ConnectRefused => "connect_refused",
+        ErrorType::ConnectTimedout => "connect_timeout",
+        ErrorType::ConnectNoRoute => "connect_no_route",
+        _ => "connect_error",
     }
 }
 

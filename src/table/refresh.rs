@@ -41,7 +41,7 @@ impl Refresher {
                     skipped,
                     elapsed.as_millis()
                 );
-                self.resolver.install(table);
+                self.resolver.install(table, started);
             }
             None => self.resolver.mark_refreshed(),
         }

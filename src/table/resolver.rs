@@ -2,6 +2,7 @@
 //! be served. Reads the current [`RouteTable`]; on a miss asks the store once per session however
 //! many requests wait, and remembers "no such session" for `negative_ttl`.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -58,8 +59,19 @@ impl<K, V> Expiry<K, Option<V>> for ReadThroughExpiry {
 
 type ReadThrough<V> = Cache<Box<str>, Option<V>>;
 
+/// A session re-read from the store after its container could not be reached, newer than the
+/// table until a full load that started after it replaces the table.
+#[derive(Debug, Clone)]
+struct Healed {
+    session: SessionRecord,
+    container: Option<ContainerRecord>,
+    at: Instant,
+}
+
 pub struct Resolver {
     table: ArcSwap<RouteTable>,
+    /// Usually empty, so the request path pays one load and an emptiness check for it.
+    healed: ArcSwap<HashMap<Box<str>, Healed>>,
     sessions: ReadThrough<SessionRecord>,
     containers: ReadThrough<ContainerRecord>,
     store: Arc<dyn RouteStore>,
@@ -93,6 +105,7 @@ impl Resolver {
     ) -> Self {
         Resolver {
             table: ArcSwap::from_pointee(RouteTable::default()),
+            healed: ArcSwap::from_pointee(HashMap::new()),
             sessions: read_through(&settings),
             containers: read_through(&settings),
             store,
@@ -115,9 +128,10 @@ impl Resolver {
         self.settings.session_key.render(client, thread)
     }
 
-    /// Swaps in a freshly loaded table. Read-through entries are dropped: the new table is at
-    /// least as fresh as they are, and a deleted session must not survive in them.
-    pub fn install(&self, table: RouteTable) {
+    /// Swaps in a table whose load started at `load_started`. Read-through entries are dropped:
+    /// the new table is at least as fresh as they are, and a deleted session must not survive in
+    /// them. Healed entries newer than the load's start stay.
+    pub fn install(&self, table: RouteTable, load_started: Instant) {
         self.metrics
             .table_sessions
             .set(table.session_count() as i64);
@@ -127,6 +141,13 @@ impl Resolver {
         self.table.store(Arc::new(table));
         self.sessions.invalidate_all();
         self.containers.invalidate_all();
+        self.healed.rcu(|healed| {
+            healed
+                .iter()
+                .filter(|(_, h)| h.at > load_started)
+                .map(|(k, h)| (k.clone(), h.clone()))
+                .collect::<HashMap<_, _>>()
+        });
         self.mark_refreshed();
     }
 
@@ -159,8 +180,13 @@ impl Resolver {
     /// Finds where a session's requests go.
     pub async fn resolve(&self, client: &str, thread: &str) -> Resolution {
         let key = self.session_key(client, thread);
-        let table = self.table.load_full();
         let now_ms = now_epoch_ms();
+        let healed = self.healed.load();
+        if let Some(h) = healed.get(key.as_str()) {
+            self.metrics.lookup(LookupResult::Hit);
+            return self.decide(&key, client, h.session.clone(), h.container.clone(), now_ms);
+        }
+        let table = self.table.load_full();
         let session = match table.session(&key) {
             Some(s) => {
                 self.count_hit(now_ms);
@@ -172,6 +198,60 @@ impl Resolver {
                 Err(_) => return Resolution::StoreUnavailable,
             },
         };
+        let container = match table.container(&session.container_id) {
+            Some(c) => Some(c.clone()),
+            None => match self.read_through_container(&session.container_id).await {
+                Ok(c) => c,
+                Err(_) => return Resolution::StoreUnavailable,
+            },
+        };
+        self.decide(&key, client, session, container, now_ms)
+    }
+
+    /// Re-reads a session and its container from the store, bypassing every cache, after its
+    /// container could not be reached: a restarted container has a new address, and the request
+    /// that noticed should not wait for the next full load to learn it.
+    pub async fn reresolve(&self, client: &str, thread: &str) -> Resolution {
+        let key = self.session_key(client, thread);
+        let store = &self.store;
+        let session = match self
+            .call_store("get_session", store.get_session(&key))
+            .await
+        {
+            Ok(Some(s)) => s,
+            Ok(None) => return Resolution::Unknown,
+            Err(_) => return Resolution::StoreUnavailable,
+        };
+        let id = session.container_id.clone();
+        let container = match self
+            .call_store("get_container", store.get_container(&id))
+            .await
+        {
+            Ok(c) => c,
+            Err(_) => return Resolution::StoreUnavailable,
+        };
+        let healed = Healed {
+            session: session.clone(),
+            container: container.clone(),
+            at: Instant::now(),
+        };
+        self.healed.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            map.insert(key.as_str().into(), healed.clone());
+            map
+        });
+        self.decide(&key, client, session, container, now_epoch_ms())
+    }
+
+    /// The answer for a session record and its container record, wherever they came from.
+    fn decide(
+        &self,
+        key: &str,
+        client: &str,
+        session: SessionRecord,
+        container: Option<ContainerRecord>,
+        now_ms: u64,
+    ) -> Resolution {
         if session.is_expired(now_ms / 1000) {
             return Resolution::Unknown;
         }
@@ -180,15 +260,11 @@ impl Resolver {
                 session.client_id.as_deref().unwrap_or_default());
             return Resolution::Unknown;
         }
-        let container = match table.container(&session.container_id) {
-            Some(c) => c.clone(),
-            None => match self.read_through_container(&session.container_id).await {
-                Ok(Some(c)) => c,
-                Ok(None) => return Resolution::Starting,
-                Err(_) => return Resolution::StoreUnavailable,
-            },
-        };
-        self.to_resolution(&key, session.container_id, &container)
+        match container {
+            Some(c) => self.to_resolution(key, session.container_id, &c),
+            // Known session, container not yet recorded: it is being started.
+            None => Resolution::Starting,
+        }
     }
 
     fn to_resolution(&self, key: &str, id: Arc<str>, c: &ContainerRecord) -> Resolution {
@@ -260,16 +336,24 @@ impl Resolver {
             return Ok(hit);
         }
         self.metrics.lookup(LookupResult::Miss);
-        let load = async {
-            let started = Instant::now();
-            let result = fetch().await;
-            let elapsed = started.elapsed().as_secs_f64();
-            self.metrics.store_call(op, result.is_ok(), elapsed);
-            if let Err(e) = &result {
-                log::warn!("store {op} failed: {e}");
-            }
-            result
-        };
-        cache.try_get_with(key.into(), load).await
+        cache
+            .try_get_with(key.into(), self.call_store(op, fetch()))
+            .await
+    }
+
+    /// One store call, timed and counted.
+    async fn call_store<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let started = Instant::now();
+        let result = call.await;
+        self.metrics
+            .store_call(op, result.is_ok(), started.elapsed().as_secs_f64());
+        if let Err(e) = &result {
+            log::warn!("store {op} failed: {e}");
+        }
+        result
     }
 }

@@ -11,13 +11,16 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::json;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
+/// Runs on a thread and runtime of its own, so stopping it ends every connection it holds, as
+/// a stopped container does, not only its listener.
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 #[derive(Clone)]
@@ -29,9 +32,13 @@ struct AppState {
 impl Upstream {
     /// Starts an upstream called `name` on a free 127.0.0.1 port.
     pub async fn start(name: &str) -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind upstream");
+        Self::start_on(name, "127.0.0.1:0".parse().expect("addr"))
+    }
+
+    /// Starts on a given address, e.g. the port of one stopped a moment ago.
+    pub fn start_on(name: &str, addr: SocketAddr) -> Upstream {
+        let listener = std::net::TcpListener::bind(addr).expect("bind upstream");
+        listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("upstream addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let state = AppState {
@@ -39,14 +46,36 @@ impl Upstream {
             hits: hits.clone(),
         };
         let app = Router::new().fallback(handle).with_state(state);
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("upstream runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                tokio::select! {
+                    _ = axum::serve(listener, app) => {}
+                    _ = stopped => {}
+                }
+            });
         });
         Upstream {
             name: name.to_owned(),
             addr,
             hits,
-            task,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops serving and closes every open connection.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 
@@ -58,7 +87,7 @@ impl Upstream {
 
 impl Drop for Upstream {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 

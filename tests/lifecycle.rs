@@ -1,0 +1,220 @@
+//! Containers that restart, start slowly or sit at addresses the router must not reach: the
+//! router heals by itself, answers by store state, and never connects where it should not.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{session, sessions_toml, Router, RouterOptions, Upstream};
+use serde_json::Value;
+
+/// A router that only learns of changes by itself: no full refresh during the test.
+fn no_refresh() -> RouterOptions {
+    RouterOptions {
+        refresh_interval: "1h",
+        negative_ttl: "1h",
+        max_staleness: "2h",
+        ..RouterOptions::default()
+    }
+}
+
+fn one_session(addr: Option<SocketAddr>, status: &str) -> String {
+    sessions_toml(&[session("acme-t1", "c1")], &[("c1", addr, status)])
+}
+
+#[tokio::test]
+async fn restart_under_load_heals_with_zero_failed_requests() {
+    let mut old = Upstream::start("old").await;
+    let router = Router::start(&one_session(Some(old.addr), "running"), no_refresh());
+    let client = router.client();
+    let url = router.url("edit.acme.localhost", "/session/t1/");
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+
+    let updated = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (client, url, updated) = (client.clone(), url.clone(), updated.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(6);
+            let (mut after, mut failed_after, mut new_hits) = (0, Vec::new(), 0);
+            while Instant::now() < deadline && after < 2_000 {
+                let in_store = updated.load(Ordering::SeqCst);
+                let resp = client.get(&url).send().await;
+                let (status, upstream) = match resp {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        let echo: Value = r.json().await.unwrap_or(Value::Null);
+                        (status, echo["upstream"].as_str().unwrap_or("").to_owned())
+                    }
+                    Err(e) => (0, e.to_string()),
+                };
+                if in_store {
+                    after += 1;
+                    new_hits += usize::from(upstream == "new");
+                    if status != 200 {
+                        failed_after.push((status, upstream));
+                    }
+                }
+            }
+            (after, failed_after, new_hits)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The container restarts on another port; the platform records the new address.
+    old.stop();
+    let new = Upstream::start("new").await;
+    router.write_sessions(&one_session(Some(new.addr), "running"));
+    updated.store(true, Ordering::SeqCst);
+
+    let (after, failed_after, new_hits) = load.await.unwrap();
+    assert!(after >= 20, "only {after} requests after the update");
+    assert!(
+        failed_after.is_empty(),
+        "failed after the update: {failed_after:?}"
+    );
+    assert_eq!(new_hits, after);
+    let retries = router
+        .metric("session_router_upstream_retries_total{reason=\"connect_refused\"}")
+        .await;
+    assert!(retries >= 1.0, "the healing retry is counted");
+    let loads = router
+        .metric("session_router_store_requests_total{op=\"load_all\",result=\"ok\"}")
+        .await;
+    assert_eq!(loads, 1.0, "healed without a full refresh");
+}
+
+#[tokio::test]
+async fn unreachable_container_that_is_restarting_answers_starting() {
+    let mut old = Upstream::start("old").await;
+    let router = Router::start(&one_session(Some(old.addr), "running"), no_refresh());
+    let url = router.url("edit.acme.localhost", "/session/t1/");
+    assert_eq!(
+        router.client().get(&url).send().await.unwrap().status(),
+        200
+    );
+    old.stop();
+    router.write_sessions(&one_session(None, "starting"));
+    let resp = router
+        .client()
+        .get(&url)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let series = "session_router_requests_total{outcome=\"container_starting\"}";
+    assert_eq!(router.metric_eventually(series, 1.0).await, 1.0);
+}
+
+#[tokio::test]
+async fn unreachable_with_nothing_better_is_502() {
+    let mut old = Upstream::start("old").await;
+    let addr = old.addr;
+    let router = Router::start(&one_session(Some(addr), "running"), no_refresh());
+    old.stop();
+    let resp = router
+        .client()
+        .get(router.url("edit.acme.localhost", "/session/t1/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let series = "session_router_upstream_retries_total{reason=\"connect_refused\"}";
+    assert_eq!(
+        router.metric_eventually(series, 1.0).await,
+        1.0,
+        "one retry, not more"
+    );
+}
+
+/// A listener that must never see a connection.
+struct Tripwire(TcpListener);
+
+impl Tripwire {
+    fn new() -> Tripwire {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        Tripwire(l)
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.0.local_addr().unwrap()
+    }
+
+    fn untouched(&self) -> bool {
+        matches!(self.0.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+}
+
+async fn status_of(router: &Router, thread: &str) -> u16 {
+    let url = router.url("edit.acme.localhost", &format!("/session/{thread}/"));
+    router
+        .client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn addresses_outside_the_allowlist_are_never_connected() {
+    let wire = Tripwire::new();
+    let sessions = sessions_toml(
+        &[
+            session("acme-loop", "c-loop"),
+            session("acme-public", "c-public"),
+        ],
+        &[
+            ("c-loop", Some(wire.addr()), "running"),
+            ("c-public", Some("8.8.8.8:4321".parse().unwrap()), "running"),
+        ],
+    );
+    let opts = RouterOptions {
+        allowed_cidrs: "[\"10.0.0.0/8\", \"192.168.0.0/16\"]",
+        ..RouterOptions::default()
+    };
+    let router = Router::start(&sessions, opts);
+    assert_eq!(status_of(&router, "loop").await, 502);
+    assert_eq!(status_of(&router, "public").await, 502);
+    let series = "session_router_requests_total{outcome=\"forbidden_upstream\"}";
+    assert_eq!(router.metric_eventually(series, 2.0).await, 2.0);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(wire.untouched(), "loopback listener was connected to");
+    assert!(router.log().contains("event=forbidden_upstream"));
+}
+
+#[tokio::test]
+async fn metadata_and_unspecified_addresses_are_refused_even_when_listed() {
+    let up = Upstream::start("ok").await;
+    let sessions = sessions_toml(
+        &[
+            session("acme-meta", "c-meta"),
+            session("acme-zero", "c-zero"),
+            session("acme-ok", "c-ok"),
+        ],
+        &[
+            (
+                "c-meta",
+                Some("169.254.169.254:80".parse().unwrap()),
+                "running",
+            ),
+            ("c-zero", Some("0.0.0.0:4321".parse().unwrap()), "running"),
+            ("c-ok", Some(up.addr), "running"),
+        ],
+    );
+    let opts = RouterOptions {
+        allowed_cidrs: "[\"0.0.0.0/0\"]",
+        ..RouterOptions::default()
+    };
+    let router = Router::start(&sessions, opts);
+    assert_eq!(status_of(&router, "meta").await, 502);
+    assert_eq!(status_of(&router, "zero").await, 502);
+    assert_eq!(status_of(&router, "ok").await, 200);
+    let series = "session_router_requests_total{outcome=\"forbidden_upstream\"}";
+    assert_eq!(router.metric_eventually(series, 2.0).await, 2.0);
+}
