@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -34,6 +35,9 @@ pub struct ListenSection {
     /// an HMR socket that is quiet between edits needs.
     #[serde(with = "humantime_serde")]
     pub websocket_idle_timeout: Option<Duration>,
+    /// Balancers whose X-Forwarded-* headers are believed (e.g. the ALB's subnets). From any
+    /// other peer those headers are replaced, never trusted.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for ListenSection {
@@ -44,6 +48,7 @@ impl Default for ListenSection {
             read_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             websocket_idle_timeout: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Request and response header work of the proxy: reading and stripping the affinity cookie,
 //! telling navigations from assets, and the forwarding headers the dev server sees.
 
-use http::header::{ACCEPT, COOKIE};
+use std::net::IpAddr;
+
+use http::header::{ACCEPT, COOKIE, HOST};
 use http::{HeaderMap, HeaderValue, Method};
 use pingora::http::RequestHeader;
+use pingora::Result;
 
 use crate::pages::RequestKind;
 
@@ -84,6 +87,67 @@ pub fn affinity_cookie(name: &str, thread: &str, secure: bool) -> String {
     format!("{name}={thread}; Path=/; HttpOnly; SameSite=Lax{secure}")
 }
 
+/// Where a request came from, as far as the forwarding headers tell it.
+pub struct Forwarded<'a> {
+    /// The address that connected to the router.
+    pub peer: Option<IpAddr>,
+    /// Whether that peer is a configured balancer whose own X-Forwarded-* can be believed.
+    pub trusted_peer: bool,
+    pub tls: bool,
+    /// The request as the client sent it.
+    pub original: &'a RequestHeader,
+}
+
+/// Sets X-Forwarded-For/-Proto/-Host/-Prefix on the upstream request. From an untrusted peer
+/// every client-sent value is replaced; from a trusted balancer its values are kept and the
+/// balancer's own address is appended to X-Forwarded-For.
+pub fn set_forwarding_headers(
+    req: &mut RequestHeader,
+    from: &Forwarded<'_>,
+    prefix: Option<&str>,
+) -> Result<()> {
+    let sent = |name: &str| {
+        from.original
+            .headers
+            .get(name)
+            .filter(|_| from.trusted_peer)
+            .and_then(|v| v.to_str().ok())
+    };
+    let chain = match (sent("x-forwarded-for"), from.peer) {
+        (Some(list), Some(peer)) => Some(format!("{list}, {peer}")),
+        (None, Some(peer)) => Some(peer.to_string()),
+        (list, None) => list.map(str::to_owned),
+    };
+    match chain {
+        Some(chain) => req.insert_header("x-forwarded-for", chain)?,
+        None => {
+            req.remove_header("x-forwarded-for");
+        }
+    }
+    let proto = sent("x-forwarded-proto").unwrap_or(if from.tls { "https" } else { "http" });
+    req.insert_header("x-forwarded-proto", proto.to_owned())?;
+    let host = sent("x-forwarded-host").map(str::to_owned).or_else(|| {
+        from.original
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+    });
+    match host {
+        Some(host) => req.insert_header("x-forwarded-host", host)?,
+        None => {
+            req.remove_header("x-forwarded-host");
+        }
+    }
+    match prefix {
+        Some(prefix) => req.insert_header("x-forwarded-prefix", prefix.to_owned())?,
+        None => {
+            req.remove_header("x-forwarded-prefix");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +186,48 @@ mod tests {
         let mut r = req(&["x=1"]);
         strip_cookie(&mut r, "sr_session");
         assert_eq!(cookies(&r), vec!["x=1"]);
+    }
+
+    fn forwarded(original: &RequestHeader, trusted_peer: bool) -> RequestHeader {
+        let mut out = original.clone();
+        let from = Forwarded {
+            peer: Some("10.0.0.9".parse().unwrap()),
+            trusted_peer,
+            tls: false,
+            original,
+        };
+        set_forwarding_headers(&mut out, &from, Some("/session/t1")).unwrap();
+        out
+    }
+
+    fn header<'r>(r: &'r RequestHeader, name: &str) -> &'r str {
+        r.headers.get(name).unwrap().to_str().unwrap()
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let mut r = req(&[]);
+        r.insert_header("host", "edit.acme.example.com").unwrap();
+        r.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
+        r.insert_header("x-forwarded-proto", "https").unwrap();
+        r.insert_header("x-forwarded-host", "evil.example").unwrap();
+        let out = forwarded(&r, false);
+        assert_eq!(header(&out, "x-forwarded-for"), "10.0.0.9");
+        assert_eq!(header(&out, "x-forwarded-proto"), "http");
+        assert_eq!(header(&out, "x-forwarded-host"), "edit.acme.example.com");
+        assert_eq!(header(&out, "x-forwarded-prefix"), "/session/t1");
+    }
+
+    #[test]
+    fn trusted_balancer_headers_are_kept_and_extended() {
+        let mut r = req(&[]);
+        r.insert_header("host", "edit.acme.example.com").unwrap();
+        r.insert_header("x-forwarded-for", "203.0.113.7").unwrap();
+        r.insert_header("x-forwarded-proto", "https").unwrap();
+        let out = forwarded(&r, true);
+        assert_eq!(header(&out, "x-forwarded-for"), "203.0.113.7, 10.0.0.9");
+        assert_eq!(header(&out, "x-forwarded-proto"), "https");
+        assert_eq!(header(&out, "x-forwarded-host"), "edit.acme.example.com");
     }
 
     #[test]

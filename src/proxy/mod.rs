@@ -23,7 +23,9 @@ use crate::routing::{classify, Reject, RequestParts, Target, Via};
 use crate::table::{Resolution, Resolver};
 use crate::upstream::{PeerFactory, UpstreamTarget};
 
-use headers::{affinity_cookie, cookie_value, request_kind, strip_cookie};
+use headers::{
+    affinity_cookie, cookie_value, request_kind, set_forwarding_headers, strip_cookie, Forwarded,
+};
 use respond::write_answer;
 
 /// Per-request state, carried from routing through to logging.
@@ -46,6 +48,8 @@ pub struct DownstreamLimits {
     pub read_timeout: Duration,
     pub keepalive: Duration,
     pub websocket_idle: Option<Duration>,
+    /// Peers whose X-Forwarded-* headers are kept and extended rather than replaced.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl From<&ListenSection> for DownstreamLimits {
@@ -54,6 +58,7 @@ impl From<&ListenSection> for DownstreamLimits {
             read_timeout: l.read_timeout,
             keepalive: l.keepalive_timeout,
             websocket_idle: l.websocket_idle_timeout,
+            trusted_proxies: l.trusted_proxies.clone(),
         }
     }
 }
@@ -145,29 +150,19 @@ impl SessionProxy {
         req: &mut RequestHeader,
         target: &Target,
     ) -> Result<()> {
-        let original = session.req_header();
-        if let Some(ip) = session
+        let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            req.insert_header("x-forwarded-for", ip.to_string())?;
-        }
-        let proto = if Self::is_tls(session) {
-            "https"
-        } else {
-            "http"
+            .map(|a| a.ip());
+        let from = Forwarded {
+            peer,
+            trusted_peer: peer
+                .is_some_and(|ip| self.limits.trusted_proxies.iter().any(|n| n.contains(&ip))),
+            tls: Self::is_tls(session),
+            original: session.req_header(),
         };
-        req.insert_header("x-forwarded-proto", proto)?;
-        if let Some(host) = original.headers.get(HOST).cloned() {
-            req.insert_header("x-forwarded-host", host)?;
-        }
-        if target.via == Via::Host {
-            req.remove_header("x-forwarded-prefix");
-        } else {
-            req.insert_header("x-forwarded-prefix", format!("/session/{}", target.thread))?;
-        }
-        Ok(())
+        let prefix = (target.via != Via::Host).then(|| format!("/session/{}", target.thread));
+        set_forwarding_headers(req, &from, prefix.as_deref())
     }
 
     /// After a failed connect: re-read the session from the store and aim the retry at what it
