@@ -14,13 +14,15 @@ pub enum Outcome {
     StoreUnavailable,
     UpstreamUnreachable,
     ForbiddenUpstream,
+    /// The container answered with another container's identity: its address was reused.
+    ContainerMismatch,
     BadRequest,
     /// The client went away before an answer could be written.
     ClientClosed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 12] = [
+    pub const ALL: [Outcome; 13] = [
         Outcome::Routed,
         Outcome::Redirect,
         Outcome::NotPreviewHost,
@@ -31,6 +33,7 @@ impl Outcome {
         Outcome::StoreUnavailable,
         Outcome::UpstreamUnreachable,
         Outcome::ForbiddenUpstream,
+        Outcome::ContainerMismatch,
         Outcome::BadRequest,
         Outcome::ClientClosed,
     ];
@@ -47,6 +50,7 @@ impl Outcome {
             Outcome::StoreUnavailable => "store_unavailable",
             Outcome::UpstreamUnreachable => "upstream_unreachable",
             Outcome::ForbiddenUpstream => "forbidden_upstream",
+            Outcome::ContainerMismatch => "container_mismatch",
             Outcome::BadRequest => "bad_request",
             Outcome::ClientClosed => "client_closed",
         }
@@ -66,7 +70,9 @@ impl Outcome {
             Outcome::ContainerStarting | Outcome::ContainerStopped | Outcome::StoreUnavailable => {
                 503
             }
-            Outcome::UpstreamUnreachable | Outcome::ForbiddenUpstream => 502,
+            Outcome::UpstreamUnreachable
+            | Outcome::ForbiddenUpstream
+            | Outcome::ContainerMismatch => 502,
             Outcome::BadRequest => 400,
             Outcome::ClientClosed => 499,
         }

@@ -47,7 +47,7 @@ fn wording(outcome: Outcome) -> Wording {
         Outcome::ContainerStopped => w("Session paused", "This editing session is paused. Resume it from your editor to see the preview again.", None, false),
         Outcome::StoreUnavailable => w("Preview temporarily unavailable", "The router cannot look up this session right now. This page retries by itself.", Some(5), true),
         Outcome::UpstreamUnreachable => w("Preview unreachable", "The preview server for this session is not answering. Try again in a moment.", None, false),
-        Outcome::ForbiddenUpstream => w("Preview unavailable", "This session's preview cannot be reached.", None, false),
+        Outcome::ForbiddenUpstream | Outcome::ContainerMismatch => w("Preview unavailable", "This session's preview cannot be reached.", None, false),
         Outcome::BadRequest => w("Bad request", "The request could not be understood.", None, false),
         _ => w("Not found", "Nothing is served at this address.", None, false),
     }

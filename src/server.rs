@@ -17,7 +17,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{DownstreamLimits, SessionProxy};
 use crate::store::{DynamoDbStore, FileStore, RouteStore};
 use crate::table::{Refresher, Resolver, ResolverSettings};
-use crate::upstream::{AddressPolicy, PeerFactory};
+use crate::upstream::AddressPolicy;
 
 /// The Pingora YAML shipped in `conf/`, used when `-c` is not given.
 pub const EMBEDDED_PINGORA_YAML: &str = include_str!("../conf/pingora.yaml");
@@ -83,7 +83,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     let proxy = SessionProxy::new(
         config.routing.clone(),
         resolver.clone(),
-        PeerFactory::new(&config.upstream),
+        &config.upstream,
         metrics.clone(),
         DownstreamLimits::from(&config.listen),
     );

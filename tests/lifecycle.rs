@@ -218,3 +218,39 @@ async fn metadata_and_unspecified_addresses_are_refused_even_when_listed() {
     let series = "session_router_requests_total{outcome=\"forbidden_upstream\"}";
     assert_eq!(router.metric_eventually(series, 2.0).await, 2.0);
 }
+
+#[tokio::test]
+async fn a_container_answering_for_another_is_refused() {
+    // The test upstream states its name as its container id. Session t2's record names container
+    // c-gone, whose address the upstream "c-live" now holds, as after an IP reuse.
+    let up = Upstream::start("c-live").await;
+    let sessions = sessions_toml(
+        &[session("acme-t1", "c-live"), session("acme-t2", "c-gone")],
+        &[
+            ("c-live", Some(up.addr), "running"),
+            ("c-gone", Some(up.addr), "running"),
+        ],
+    );
+    let opts = RouterOptions {
+        extra_toml: "identity_header = \"x-container-id\"".into(),
+        ..RouterOptions::default()
+    };
+    let router = Router::start(&sessions, opts);
+    assert_eq!(status_of(&router, "t1").await, 200);
+    let resp = router
+        .client()
+        .get(router.url("edit.acme.localhost", "/session/t2/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502, "{}", router.log());
+    let body = resp.text().await.unwrap();
+    assert!(
+        !body.contains("c-live"),
+        "the other container's response is not shown"
+    );
+    let series = "session_router_requests_total{outcome=\"container_mismatch\"}";
+    assert_eq!(router.metric_eventually(series, 1.0).await, 1.0);
+    assert!(router.log().contains("event=container_mismatch"));
+}

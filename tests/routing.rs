@@ -243,10 +243,19 @@ async fn trusted_balancer_forwarding_headers_are_extended() {
         listen_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(),
         ..RouterOptions::default()
     };
-    let sessions = sessions_toml(&[session("acme-t1", "c1")], &[("c1", Some(up.addr), "running")]);
+    let sessions = sessions_toml(
+        &[session("acme-t1", "c1")],
+        &[("c1", Some(up.addr), "running")],
+    );
     let router = Router::start(&sessions, opts);
-    let from_alb = [("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "https")];
+    let from_alb = [
+        ("x-forwarded-for", "203.0.113.7"),
+        ("x-forwarded-proto", "https"),
+    ];
     let (_, echo) = get_json(&router, "edit.acme.localhost", "/session/t1/", &from_alb).await;
-    assert_eq!(header(&echo, "x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(
+        header(&echo, "x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
     assert_eq!(header(&echo, "x-forwarded-proto"), Some("https"));
 }

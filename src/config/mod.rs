@@ -76,6 +76,7 @@ pub struct Upstream {
     pub read_timeout: Duration,
     pub idle_timeout: Duration,
     pub allowed_cidrs: Vec<IpNet>,
+    pub identity_header: Option<http::HeaderName>,
 }
 
 impl Config {
@@ -171,7 +172,14 @@ fn validate_upstream(section: UpstreamSection) -> Result<Upstream, ConfigError> 
             "must be above zero",
         ));
     }
+    let identity_header = section
+        .identity_header
+        .as_deref()
+        .map(http::HeaderName::try_from)
+        .transpose()
+        .map_err(|e| ConfigError::invalid("upstream.identity_header", e.to_string()))?;
     Ok(Upstream {
+        identity_header,
         connect_timeout: section.connect_timeout,
         read_timeout: section.read_timeout,
         idle_timeout: section.idle_timeout,

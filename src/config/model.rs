@@ -182,6 +182,9 @@ pub struct UpstreamSection {
     pub idle_timeout: Duration,
     /// Ranges the store may point at; anything else is refused before connecting.
     pub allowed_cidrs: Vec<String>,
+    /// Response header in which a container may state its id. When a response carries it and
+    /// it names another container, the address was reused: the response is refused with 502.
+    pub identity_header: Option<String>,
 }
 
 impl Default for UpstreamSection {
@@ -193,6 +196,7 @@ impl Default for UpstreamSection {
             allowed_cidrs: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
                 .map(String::from)
                 .to_vec(),
+            identity_header: None,
         }
     }
 }

@@ -15,7 +15,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::{ListenSection, Routing};
+use crate::config::{ListenSection, Routing, Upstream};
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
@@ -65,6 +65,8 @@ impl From<&ListenSection> for DownstreamLimits {
 
 pub struct SessionProxy {
     routing: Routing,
+    /// Response header in which containers state their id, when configured.
+    identity_header: Option<http::HeaderName>,
     resolver: Arc<Resolver>,
     peers: PeerFactory,
     metrics: Arc<Metrics>,
@@ -75,14 +77,15 @@ impl SessionProxy {
     pub fn new(
         routing: Routing,
         resolver: Arc<Resolver>,
-        peers: PeerFactory,
+        upstream: &Upstream,
         metrics: Arc<Metrics>,
         limits: DownstreamLimits,
     ) -> Self {
         SessionProxy {
+            identity_header: upstream.identity_header.clone(),
+            peers: PeerFactory::new(upstream),
             routing,
             resolver,
-            peers,
             metrics,
             limits,
         }
@@ -163,6 +166,32 @@ impl SessionProxy {
         };
         let prefix = (target.via != Via::Host).then(|| format!("/session/{}", target.thread));
         set_forwarding_headers(req, &from, prefix.as_deref())
+    }
+
+    /// Refuses a response whose container names itself as another container: the session's
+    /// address now belongs to someone else, and their page must not be shown here.
+    fn check_identity(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let (Some(name), Some(upstream)) = (&self.identity_header, &ctx.upstream) else {
+            return Ok(());
+        };
+        let Some(claimed) = resp.headers.get(name) else {
+            return Ok(());
+        };
+        if claimed.as_bytes() == upstream.container_id.as_bytes() {
+            return Ok(());
+        }
+        log::warn!(
+            target: "security",
+            "event=container_mismatch expected={} claimed={} address={}",
+            upstream.container_id,
+            String::from_utf8_lossy(claimed.as_bytes()),
+            upstream.addr
+        );
+        ctx.outcome = Some(Outcome::ContainerMismatch);
+        Err(Error::explain(
+            ErrorType::HTTPStatus(Outcome::ContainerMismatch.status()),
+            "upstream claimed another container's identity",
+        ))
     }
 
     /// After a failed connect: re-read the session from the store and aim the retry at what it
@@ -326,6 +355,7 @@ impl ProxyHttp for SessionProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        self.check_identity(resp, ctx)?;
         if session.is_upgrade_req() {
             let switched = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
             let result = if switched { "ok" } else { "rejected" };

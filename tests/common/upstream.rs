@@ -115,7 +115,13 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
             Err(rejection) => rejection.into_response(),
         };
     }
-    ([("x-upstream", state.name.clone())], axum::Json(info)).into_response()
+    let name = state.name.clone();
+    // A container states its id the way the router's identity check expects.
+    (
+        [("x-upstream", name.clone()), ("x-container-id", name)],
+        axum::Json(info),
+    )
+        .into_response()
 }
 
 /// Sends the handshake description, then echoes every frame until either side closes.
