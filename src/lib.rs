@@ -14,4 +14,5 @@ pub mod routing;
 pub mod server;
 pub mod store;
 pub mod table;
+pub mod upgrades;
 pub mod upstream;

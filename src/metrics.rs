@@ -44,6 +44,7 @@ pub struct Metrics {
     pub upstream_retries: IntCounterVec,
     pub websocket_connections: IntGauge,
     pub websocket_upgrades: IntCounterVec,
+    pub websocket_replaced: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -138,6 +139,10 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            websocket_replaced: IntCounter::new(
+                "session_router_websocket_closed_on_replace_total",
+                "Upgraded connections closed because their session moved to another container",
+            )?,
             registry,
         };
         m.registry.register(Box::new(requests))?;
@@ -154,6 +159,13 @@ impl Metrics {
             .register(Box::new(m.websocket_connections.clone()))?;
         m.registry
             .register(Box::new(m.websocket_upgrades.clone()))?;
+        m.registry
+            .register(Box::new(m.websocket_replaced.clone()))?;
+        // Resident memory, CPU and open descriptors of this process, for capacity planning.
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         Ok(m)
     }
 

@@ -17,6 +17,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{DownstreamLimits, SessionProxy};
 use crate::store::{DynamoDbStore, FileStore, RouteStore};
 use crate::table::{Refresher, Resolver, ResolverSettings};
+use crate::upgrades::{UpgradeWatcher, Upgrades};
 use crate::upstream::AddressPolicy;
 
 /// The Pingora YAML shipped in `conf/`, used when `-c` is not given.
@@ -80,12 +81,18 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     };
     let resolver = Arc::new(Resolver::new(store, metrics.clone(), settings));
 
+    let upgrades = Arc::new(Upgrades::default());
+    let watcher = background_service(
+        "upgrade watcher",
+        UpgradeWatcher::new(upgrades.clone(), resolver.clone(), metrics.clone()),
+    );
     let proxy = SessionProxy::new(
         config.routing.clone(),
         resolver.clone(),
         &config.upstream,
         metrics.clone(),
         DownstreamLimits::from(&config.listen),
+        upgrades.clone(),
     );
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "session proxy");
@@ -100,5 +107,6 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(proxy_service);
     server.add_service(admin_service);
     server.add_service(refresher);
+    server.add_service(watcher);
     Ok(server)
 }

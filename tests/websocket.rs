@@ -148,3 +148,34 @@ async fn configured_websocket_idle_limit_closes_quiet_sockets() {
         "{waited:?}"
     );
 }
+
+#[tokio::test]
+async fn sockets_to_a_replaced_container_close_and_reconnect_to_the_new_one() {
+    let (router, _old) = setup("60s", None).await;
+    let new = Upstream::start("new").await;
+    let (mut ws, hello) = connect_hmr(&router).await;
+    assert_eq!(hello["upstream"], "hmr");
+
+    router.write_sessions(&sessions_toml(
+        &[session("acme-t1", "c1")],
+        &[("c1", Some(new.addr), "running")],
+    ));
+    let changed = std::time::Instant::now();
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
+    let waited = changed.elapsed();
+    assert!(
+        !matches!(end, Ok(Some(Ok(Message::Text(_) | Message::Binary(_))))),
+        "socket kept talking: {end:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(1500),
+        "closed only after {waited:?}"
+    );
+
+    let (_ws, hello) = connect_hmr(&router).await;
+    assert_eq!(hello["upstream"], "new");
+    let closed = router
+        .metric_eventually("session_router_websocket_closed_on_replace_total", 1.0)
+        .await;
+    assert_eq!(closed, 1.0, "{end:?} {}", router.log());
+}

@@ -5,12 +5,14 @@ mod headers;
 mod respond;
 
 use std::net::IpAddr;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::header::{HOST, REFERER, SET_COOKIE};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -21,6 +23,7 @@ use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
 use crate::routing::{classify, Reject, RequestParts, Target, Via};
 use crate::table::{Resolution, Resolver};
+use crate::upgrades::Upgrades;
 use crate::upstream::{PeerFactory, UpstreamTarget};
 
 use headers::{
@@ -40,6 +43,9 @@ pub struct RequestCtx {
     /// A connect failed and the one retry, with a fresh store read, is due.
     retry_pending: bool,
     retried: bool,
+    /// A duplicate of an upgrade's upstream socket, until the upgrade is registered.
+    upstream_socket: Option<OwnedFd>,
+    upgrade_id: Option<u64>,
 }
 
 /// Downstream connection limits applied to every request.
@@ -65,6 +71,7 @@ impl From<&ListenSection> for DownstreamLimits {
 
 pub struct SessionProxy {
     routing: Routing,
+    upgrades: Arc<Upgrades>,
     /// Response header in which containers state their id, when configured.
     identity_header: Option<http::HeaderName>,
     resolver: Arc<Resolver>,
@@ -80,8 +87,10 @@ impl SessionProxy {
         upstream: &Upstream,
         metrics: Arc<Metrics>,
         limits: DownstreamLimits,
+        upgrades: Arc<Upgrades>,
     ) -> Self {
         SessionProxy {
+            upgrades,
             identity_header: upstream.identity_header.clone(),
             peers: PeerFactory::new(upstream),
             routing,
@@ -166,6 +175,20 @@ impl SessionProxy {
         };
         let prefix = (target.via != Via::Host).then(|| format!("/session/{}", target.thread));
         set_forwarding_headers(req, &from, prefix.as_deref())
+    }
+
+    /// Lets the upgrade watcher close this connection if its session moves elsewhere.
+    fn register_upgrade(&self, ctx: &mut RequestCtx) {
+        let (Some(socket), Some(upstream), Some(target)) =
+            (ctx.upstream_socket.take(), &ctx.upstream, &ctx.target)
+        else {
+            return;
+        };
+        let key = self.resolver.session_key(&target.client, &target.thread);
+        let id = self
+            .upgrades
+            .register(key, upstream.container_id.clone(), upstream.addr, socket);
+        ctx.upgrade_id = Some(id);
     }
 
     /// Refuses a response whose container names itself as another container: the session's
@@ -259,6 +282,8 @@ impl ProxyHttp for SessionProxy {
             upgraded: false,
             retry_pending: false,
             retried: false,
+            upstream_socket: None,
+            upgrade_id: None,
         }
     }
 
@@ -366,6 +391,7 @@ impl ProxyHttp for SessionProxy {
             if switched {
                 ctx.upgraded = true;
                 self.metrics.websocket_connections.inc();
+                self.register_upgrade(ctx);
             }
         }
         if ctx.set_affinity {
@@ -434,7 +460,28 @@ impl ProxyHttp for SessionProxy {
         }
     }
 
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: RawFd,
+        _digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if session.is_upgrade_req() {
+            // SAFETY: Pingora hands over the descriptor of the connection it just made, open for
+            // the duration of this call; it is only duplicated here, never closed.
+            let socket = unsafe { BorrowedFd::borrow_raw(fd) };
+            ctx.upstream_socket = socket.try_clone_to_owned().ok();
+        }
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(id) = ctx.upgrade_id.take() {
+            self.upgrades.remove(id);
+        }
         let outcome = ctx.outcome.unwrap_or(match e {
             Some(err) if err.esource() == &ErrorSource::Upstream => Outcome::UpstreamUnreachable,
             Some(_) => Outcome::ClientClosed,

@@ -79,6 +79,9 @@ pub struct Resolver {
     settings: ResolverSettings,
     /// Unix millis of the last successful refresh; 0 until the first one.
     last_refresh_ms: AtomicU64,
+    /// Bumped whenever routes may have changed (a table swap or a heal), so watchers of open
+    /// connections know when to look again.
+    version: AtomicU64,
 }
 
 fn read_through<V: Clone + Send + Sync + 'static>(s: &ResolverSettings) -> ReadThrough<V> {
@@ -112,6 +115,7 @@ impl Resolver {
             metrics,
             settings,
             last_refresh_ms: AtomicU64::new(0),
+            version: AtomicU64::new(0),
         }
     }
 
@@ -148,7 +152,31 @@ impl Resolver {
                 .map(|(k, h)| (k.clone(), h.clone()))
                 .collect::<HashMap<_, _>>()
         });
+        self.version.fetch_add(1, Ordering::Release);
         self.mark_refreshed();
+    }
+
+    /// Changes whenever routes may have changed.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    /// Where a session's requests would go now, from memory only: its container id and the
+    /// address, when the table or a heal states them. `None` when nothing definite is known.
+    pub fn current(&self, key: &str) -> Option<(Arc<str>, Option<SocketAddr>)> {
+        let addr = |c: &ContainerRecord| {
+            c.ip.map(|ip| SocketAddr::new(ip, c.port.unwrap_or(self.settings.container_port)))
+        };
+        if let Some(h) = self.healed.load().get(key) {
+            return Some((
+                h.session.container_id.clone(),
+                h.container.as_ref().and_then(addr),
+            ));
+        }
+        let table = self.table.load();
+        let session = table.session(key)?;
+        let container = table.container(&session.container_id);
+        Some((session.container_id.clone(), container.and_then(addr)))
     }
 
     /// Records a successful refresh that found nothing new.
@@ -240,6 +268,7 @@ impl Resolver {
             map.insert(key.as_str().into(), healed.clone());
             map
         });
+        self.version.fetch_add(1, Ordering::Release);
         self.decide(&key, client, session, container, now_epoch_ms())
     }
 
