@@ -234,5 +234,8 @@ async fn routed_requests_are_counted() {
         "{scrape}"
     );
     assert!(!scrape.contains("acme-live"), "no session ids in labels");
-    assert!(scrape.contains("process_resident_memory_bytes"), "process metrics exported");
+    assert!(
+        scrape.contains("process_resident_memory_bytes"),
+        "process metrics exported"
+    );
 }

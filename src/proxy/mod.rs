@@ -1,13 +1,15 @@
 //! The Pingora proxy: each hook of [`ProxyHttp`] for a preview request, from routing it to a
 //! session's container to recording how it ended.
 
+mod ctx;
+mod decide;
 mod headers;
+mod lifecycle;
 mod respond;
 
-use std::net::IpAddr;
-use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::header::{HOST, REFERER, SET_COOKIE};
@@ -17,57 +19,22 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::config::{ListenSection, Routing, Upstream};
+use crate::config::{Routing, Upstream};
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
 use crate::routing::{classify, Reject, RequestParts, Target, Via};
 use crate::table::{Resolution, Resolver};
 use crate::upgrades::Upgrades;
-use crate::upstream::{PeerFactory, UpstreamTarget};
+use crate::upstream::PeerFactory;
 
 use headers::{
     affinity_cookie, cookie_value, request_kind, set_forwarding_headers, strip_cookie, Forwarded,
 };
 use respond::write_answer;
 
-/// Per-request state, carried from routing through to logging.
-pub struct RequestCtx {
-    started: Instant,
-    outcome: Option<Outcome>,
-    kind: RequestKind,
-    target: Option<Target>,
-    upstream: Option<UpstreamTarget>,
-    set_affinity: bool,
-    upgraded: bool,
-    /// A connect failed and the one retry, with a fresh store read, is due.
-    retry_pending: bool,
-    retried: bool,
-    /// A duplicate of an upgrade's upstream socket, until the upgrade is registered.
-    upstream_socket: Option<OwnedFd>,
-    upgrade_id: Option<u64>,
-}
-
-/// Downstream connection limits applied to every request.
-#[derive(Debug, Clone)]
-pub struct DownstreamLimits {
-    pub read_timeout: Duration,
-    pub keepalive: Duration,
-    pub websocket_idle: Option<Duration>,
-    /// Peers whose X-Forwarded-* headers are kept and extended rather than replaced.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-}
-
-impl From<&ListenSection> for DownstreamLimits {
-    fn from(l: &ListenSection) -> Self {
-        DownstreamLimits {
-            read_timeout: l.read_timeout,
-            keepalive: l.keepalive_timeout,
-            websocket_idle: l.websocket_idle_timeout,
-            trusted_proxies: l.trusted_proxies.clone(),
-        }
-    }
-}
+pub use ctx::{DownstreamLimits, RequestCtx};
+use decide::{log_forbidden, reject_outcome, resolution_outcome, retry_reason};
 
 pub struct SessionProxy {
     routing: Routing,
@@ -126,26 +93,6 @@ impl SessionProxy {
         Ok(true)
     }
 
-    fn reject_outcome(reject: &Reject) -> Outcome {
-        match reject {
-            Reject::NotPreviewHost => Outcome::NotPreviewHost,
-            Reject::NoSession => Outcome::NoSession,
-            Reject::AddSlash(_) => Outcome::Redirect,
-            Reject::BadRequest(_) => Outcome::BadRequest,
-        }
-    }
-
-    fn resolution_outcome(resolution: &Resolution) -> Outcome {
-        match resolution {
-            Resolution::Ready(_) => Outcome::Routed,
-            Resolution::Unknown => Outcome::UnknownSession,
-            Resolution::Starting => Outcome::ContainerStarting,
-            Resolution::Stopped => Outcome::ContainerStopped,
-            Resolution::StoreUnavailable => Outcome::StoreUnavailable,
-            Resolution::Forbidden(_) => Outcome::ForbiddenUpstream,
-        }
-    }
-
     fn is_tls(session: &Session) -> bool {
         let forwarded_https = session
             .req_header()
@@ -177,72 +124,6 @@ impl SessionProxy {
         set_forwarding_headers(req, &from, prefix.as_deref())
     }
 
-    /// Lets the upgrade watcher close this connection if its session moves elsewhere.
-    fn register_upgrade(&self, ctx: &mut RequestCtx) {
-        let (Some(socket), Some(upstream), Some(target)) =
-            (ctx.upstream_socket.take(), &ctx.upstream, &ctx.target)
-        else {
-            return;
-        };
-        let key = self.resolver.session_key(&target.client, &target.thread);
-        let id = self
-            .upgrades
-            .register(key, upstream.container_id.clone(), upstream.addr, socket);
-        ctx.upgrade_id = Some(id);
-    }
-
-    /// Refuses a response whose container names itself as another container: the session's
-    /// address now belongs to someone else, and their page must not be shown here.
-    fn check_identity(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-        let (Some(name), Some(upstream)) = (&self.identity_header, &ctx.upstream) else {
-            return Ok(());
-        };
-        let Some(claimed) = resp.headers.get(name) else {
-            return Ok(());
-        };
-        if claimed.as_bytes() == upstream.container_id.as_bytes() {
-            return Ok(());
-        }
-        log::warn!(
-            target: "security",
-            "event=container_mismatch expected={} claimed={} address={}",
-            upstream.container_id,
-            String::from_utf8_lossy(claimed.as_bytes()),
-            upstream.addr
-        );
-        ctx.outcome = Some(Outcome::ContainerMismatch);
-        Err(Error::explain(
-            ErrorType::HTTPStatus(Outcome::ContainerMismatch.status()),
-            "upstream claimed another container's identity",
-        ))
-    }
-
-    /// After a failed connect: re-read the session from the store and aim the retry at what it
-    /// says now. If it says anything but "ready", that is the answer instead of a 502.
-    async fn reresolve(&self, ctx: &mut RequestCtx) -> Result<()> {
-        let Some(target) = ctx.target.as_ref() else {
-            return Ok(());
-        };
-        let resolution = self
-            .resolver
-            .reresolve(&target.client, &target.thread)
-            .await;
-        let outcome = Self::resolution_outcome(&resolution);
-        match resolution {
-            Resolution::Ready(upstream) => {
-                ctx.upstream = Some(upstream);
-                return Ok(());
-            }
-            Resolution::Forbidden(ip) => log_forbidden(target, ip),
-            _ => {}
-        }
-        ctx.outcome = Some(outcome);
-        Err(Error::explain(
-            ErrorType::HTTPStatus(outcome.status()),
-            "container not ready after re-reading the store",
-        ))
-    }
-
     fn log_access(
         &self,
         session: &Session,
@@ -272,19 +153,7 @@ impl ProxyHttp for SessionProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: Instant::now(),
-            outcome: None,
-            kind: RequestKind::Asset,
-            target: None,
-            upstream: None,
-            set_affinity: false,
-            upgraded: false,
-            retry_pending: false,
-            retried: false,
-            upstream_socket: None,
-            upgrade_id: None,
-        }
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -294,7 +163,7 @@ impl ProxyHttp for SessionProxy {
         let target = match self.classify(session.req_header()) {
             Ok(t) => t,
             Err(reject) => {
-                let outcome = Self::reject_outcome(&reject);
+                let outcome = reject_outcome(&reject);
                 let answer = match reject {
                     Reject::AddSlash(location) => pages::redirect(location),
                     _ => pages::answer(outcome, ctx.kind),
@@ -303,7 +172,7 @@ impl ProxyHttp for SessionProxy {
             }
         };
         let resolution = self.resolver.resolve(&target.client, &target.thread).await;
-        let outcome = Self::resolution_outcome(&resolution);
+        let outcome = resolution_outcome(&resolution);
         match resolution {
             Resolution::Ready(upstream) => ctx.upstream = Some(upstream),
             Resolution::Forbidden(ip) => {
@@ -500,22 +369,4 @@ impl ProxyHttp for SessionProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.log_access(session, ctx, outcome, status, elapsed);
     }
-}
-
-fn retry_reason(etype: &ErrorType) -> &'static str {
-    match etype {
-        ErrorType::ConnectRefused => "connect_refused",
-        ErrorType::ConnectTimedout => "connect_timeout",
-        ErrorType::ConnectNoRoute => "connect_no_route",
-        _ => "connect_error",
-    }
-}
-
-fn log_forbidden(target: &Target, ip: IpAddr) {
-    log::warn!(
-        target: "security",
-        "event=forbidden_upstream client={} thread={} address={ip}",
-        target.client,
-        target.thread
-    );
 }

@@ -1,0 +1,79 @@
+//! The proxy's answers to containers that change under it: re-reading the store after a failed
+//! connect, refusing responses from a container that is not the session's, and registering
+//! upgraded connections so they can be closed when their container is replaced.
+
+use pingora::http::ResponseHeader;
+use pingora::{Error, ErrorType, Result};
+
+use super::decide::{log_forbidden, resolution_outcome};
+use super::{RequestCtx, SessionProxy};
+use crate::outcome::Outcome;
+use crate::table::Resolution;
+
+impl SessionProxy {
+    /// Lets the upgrade watcher close this connection if its session moves elsewhere.
+    pub(super) fn register_upgrade(&self, ctx: &mut RequestCtx) {
+        let (Some(socket), Some(upstream), Some(target)) =
+            (ctx.upstream_socket.take(), &ctx.upstream, &ctx.target)
+        else {
+            return;
+        };
+        let key = self.resolver.session_key(&target.client, &target.thread);
+        let id = self
+            .upgrades
+            .register(key, upstream.container_id.clone(), upstream.addr, socket);
+        ctx.upgrade_id = Some(id);
+    }
+
+    /// Refuses a response whose container names itself as another container: the session's
+    /// address now belongs to someone else, and their page must not be shown here.
+    pub(super) fn check_identity(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        let (Some(name), Some(upstream)) = (&self.identity_header, &ctx.upstream) else {
+            return Ok(());
+        };
+        let Some(claimed) = resp.headers.get(name) else {
+            return Ok(());
+        };
+        if claimed.as_bytes() == upstream.container_id.as_bytes() {
+            return Ok(());
+        }
+        log::warn!(
+            target: "security",
+            "event=container_mismatch expected={} claimed={} address={}",
+            upstream.container_id,
+            String::from_utf8_lossy(claimed.as_bytes()),
+            upstream.addr
+        );
+        ctx.outcome = Some(Outcome::ContainerMismatch);
+        Err(Error::explain(
+            ErrorType::HTTPStatus(Outcome::ContainerMismatch.status()),
+            "upstream claimed another container's identity",
+        ))
+    }
+
+    /// After a failed connect: re-read the session from the store and aim the retry at what it
+    /// says now. If it says anything but "ready", that is the answer instead of a 502.
+    pub(super) async fn reresolve(&self, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(target) = ctx.target.as_ref() else {
+            return Ok(());
+        };
+        let resolution = self
+            .resolver
+            .reresolve(&target.client, &target.thread)
+            .await;
+        let outcome = resolution_outcome(&resolution);
+        match resolution {
+            Resolution::Ready(upstream) => {
+                ctx.upstream = Some(upstream);
+                return Ok(());
+            }
+            Resolution::Forbidden(ip) => log_forbidden(target, ip),
+            _ => {}
+        }
+        ctx.outcome = Some(outcome);
+        Err(Error::explain(
+            ErrorType::HTTPStatus(outcome.status()),
+            "container not ready after re-reading the store",
+        ))
+    }
+}
