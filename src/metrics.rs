@@ -45,6 +45,8 @@ pub struct Metrics {
     pub websocket_connections: IntGauge,
     pub websocket_upgrades: IntCounterVec,
     pub websocket_replaced: IntCounter,
+    pub containers_unhealthy: IntGauge,
+    pub health_checks: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -143,6 +145,17 @@ impl Metrics {
                 "session_router_websocket_closed_on_replace_total",
                 "Upgraded connections closed because their session moved to another container",
             )?,
+            containers_unhealthy: IntGauge::new(
+                "session_router_containers_unhealthy",
+                "Containers currently failing their health checks",
+            )?,
+            health_checks: IntCounterVec::new(
+                Opts::new(
+                    "session_router_health_checks_total",
+                    "Active health checks by result",
+                ),
+                &["result"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(requests))?;
@@ -161,6 +174,9 @@ impl Metrics {
             .register(Box::new(m.websocket_upgrades.clone()))?;
         m.registry
             .register(Box::new(m.websocket_replaced.clone()))?;
+        m.registry
+            .register(Box::new(m.containers_unhealthy.clone()))?;
+        m.registry.register(Box::new(m.health_checks.clone()))?;
         // Resident memory, CPU and open descriptors of this process, for capacity planning.
         #[cfg(target_os = "linux")]
         m.registry.register(Box::new(

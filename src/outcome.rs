@@ -11,6 +11,8 @@ pub enum Outcome {
     UnknownSession,
     ContainerStarting,
     ContainerStopped,
+    /// The container fails its health checks: answered at once rather than after a timeout.
+    ContainerUnhealthy,
     StoreUnavailable,
     UpstreamUnreachable,
     ForbiddenUpstream,
@@ -22,7 +24,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 13] = [
+    pub const ALL: [Outcome; 14] = [
         Outcome::Routed,
         Outcome::Redirect,
         Outcome::NotPreviewHost,
@@ -30,6 +32,7 @@ impl Outcome {
         Outcome::UnknownSession,
         Outcome::ContainerStarting,
         Outcome::ContainerStopped,
+        Outcome::ContainerUnhealthy,
         Outcome::StoreUnavailable,
         Outcome::UpstreamUnreachable,
         Outcome::ForbiddenUpstream,
@@ -47,6 +50,7 @@ impl Outcome {
             Outcome::UnknownSession => "unknown_session",
             Outcome::ContainerStarting => "container_starting",
             Outcome::ContainerStopped => "container_stopped",
+            Outcome::ContainerUnhealthy => "container_unhealthy",
             Outcome::StoreUnavailable => "store_unavailable",
             Outcome::UpstreamUnreachable => "upstream_unreachable",
             Outcome::ForbiddenUpstream => "forbidden_upstream",
@@ -67,9 +71,10 @@ impl Outcome {
             Outcome::Routed => 200,
             Outcome::Redirect => 308,
             Outcome::NotPreviewHost | Outcome::NoSession | Outcome::UnknownSession => 404,
-            Outcome::ContainerStarting | Outcome::ContainerStopped | Outcome::StoreUnavailable => {
-                503
-            }
+            Outcome::ContainerStarting
+            | Outcome::ContainerStopped
+            | Outcome::ContainerUnhealthy
+            | Outcome::StoreUnavailable => 503,
             Outcome::UpstreamUnreachable
             | Outcome::ForbiddenUpstream
             | Outcome::ContainerMismatch => 502,

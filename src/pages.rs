@@ -44,6 +44,7 @@ fn wording(outcome: Outcome) -> Wording {
         Outcome::NoSession => w("No active session", "This address names no editing session. Open the preview link from your editor.", None, false),
         Outcome::UnknownSession => w("Session not found", "This editing session does not exist or has ended. Start a new session from your editor.", None, false),
         Outcome::ContainerStarting => w("Starting your preview", "Your preview is starting. This page reloads by itself when it is ready.", Some(2), true),
+        Outcome::ContainerUnhealthy => w("Preview restarting", "Your preview is not answering right now. This page reloads by itself when it is back.", Some(2), true),
         Outcome::ContainerStopped => w("Session paused", "This editing session is paused. Resume it from your editor to see the preview again.", None, false),
         Outcome::StoreUnavailable => w("Preview temporarily unavailable", "The router cannot look up this session right now. This page retries by itself.", Some(5), true),
         Outcome::UpstreamUnreachable => w("Preview unreachable", "The preview server for this session is not answering. Try again in a moment.", None, false),

@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
+use crate::health::{Health, HealthChecker};
 use crate::metrics::Metrics;
 use crate::proxy::{DownstreamLimits, SessionProxy};
 use crate::store::{DynamoDbStore, FileStore, RouteStore};
@@ -81,6 +82,11 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     };
     let resolver = Arc::new(Resolver::new(store, metrics.clone(), settings));
 
+    let health = Arc::new(Health::new(&config.health, metrics.clone()));
+    let checker = background_service(
+        "health checks",
+        HealthChecker::new(health.clone(), &config.health),
+    );
     let upgrades = Arc::new(Upgrades::default());
     let watcher = background_service(
         "upgrade watcher",
@@ -93,6 +99,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         metrics.clone(),
         DownstreamLimits::from(&config.listen),
         upgrades.clone(),
+        health,
     );
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "session proxy");
@@ -108,5 +115,6 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(admin_service);
     server.add_service(refresher);
     server.add_service(watcher);
+    server.add_service(checker);
     Ok(server)
 }

@@ -254,3 +254,92 @@ async fn a_container_answering_for_another_is_refused() {
     assert_eq!(router.metric_eventually(series, 1.0).await, 1.0);
     assert!(router.log().contains("event=container_mismatch"));
 }
+
+/// A listener whose accept queue is full and never drained: connects to it time out, as to a
+/// container that hangs.
+struct Blackhole {
+    _listener: socket2::Socket,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl Blackhole {
+    fn at(addr: SocketAddr) -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&addr.into()).unwrap();
+        socket.listen(0).unwrap();
+        let queued = (0..4)
+            .filter_map(|_| {
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
+            })
+            .collect();
+        Blackhole {
+            _listener: socket,
+            _queued: queued,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_container_gets_a_fast_503_until_it_recovers() {
+    let mut up = Upstream::start("up").await;
+    let addr = up.addr;
+    let opts = RouterOptions {
+        health_toml: "interval = \"200ms\"\ntimeout = \"300ms\"\nfailures_to_unhealthy = 2".into(),
+        ..RouterOptions::default()
+    };
+    let router = Router::start(&one_session(Some(addr), "running"), opts);
+    assert_eq!(status_of(&router, "t1").await, 200);
+
+    up.stop();
+    let hole = Blackhole::at(addr);
+    let probe = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+    assert!(
+        matches!(&probe, Err(e) if e.kind() == std::io::ErrorKind::TimedOut),
+        "the container should hang, not refuse: {probe:?}"
+    );
+    let unhealthy = router
+        .metric_eventually("session_router_containers_unhealthy", 1.0)
+        .await;
+    assert_eq!(unhealthy, 1.0, "{}", router.log());
+
+    let started = Instant::now();
+    let resp = router
+        .client()
+        .get(router.url("edit.acme.localhost", "/session/t1/"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    let waited = started.elapsed();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("http-equiv=\"refresh\""));
+    assert!(
+        waited < Duration::from_millis(500),
+        "answered after {waited:?}, connect timeout is 1s"
+    );
+    let series = "session_router_requests_total{outcome=\"container_unhealthy\"}";
+    assert_eq!(router.metric_eventually(series, 1.0).await, 1.0);
+
+    drop(hole);
+    let _back = Upstream::start_on("back", addr);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of(&router, "t1").await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "never routed again:\n{}",
+            router.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        router.metric("session_router_containers_unhealthy").await,
+        0.0
+    );
+}

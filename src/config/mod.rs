@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 pub use model::{
-    DynamoDbSection, FileStoreSection, ListenSection, RouterFile, RoutingSection, StoreKind,
-    StoreSection, UpstreamSection,
+    DynamoDbSection, FileStoreSection, HealthSection, ListenSection, RouterFile, RoutingSection,
+    StoreKind, StoreSection, UpstreamSection,
 };
 
 use crate::routing::{HostPattern, PatternError};
@@ -56,6 +56,7 @@ pub struct Config {
     pub routing: Routing,
     pub store: StoreSection,
     pub upstream: Upstream,
+    pub health: HealthSection,
 }
 
 /// Routing settings with the host patterns compiled.
@@ -100,7 +101,14 @@ impl Config {
         let routing = validate_routing(file.routing)?;
         let upstream = validate_upstream(file.upstream)?;
         validate_store(&file.store)?;
+        if file.health.interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "health.interval",
+                "must be above zero",
+            ));
+        }
         Ok(Config {
+            health: file.health,
             listen: file.listen,
             routing,
             store: file.store,

@@ -15,6 +15,37 @@ pub struct RouterFile {
     pub routing: RoutingSection,
     pub store: StoreSection,
     pub upstream: UpstreamSection,
+    pub health: HealthSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthSection {
+    /// How often containers that served traffic recently are checked (a TCP connect).
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Limit of one check.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Failed checks or connects in a row after which a container is answered with a fast 503.
+    pub failures_to_unhealthy: u32,
+    /// Checks in flight at once.
+    pub concurrency: usize,
+    /// A container not used for this long is no longer checked.
+    #[serde(with = "humantime_serde")]
+    pub recent_window: Duration,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
+            failures_to_unhealthy: 2,
+            concurrency: 32,
+            recent_window: Duration::from_secs(300),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -20,6 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::{Routing, Upstream};
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
@@ -38,6 +39,7 @@ use decide::{log_forbidden, reject_outcome, resolution_outcome, retry_reason};
 
 pub struct SessionProxy {
     routing: Routing,
+    health: Arc<Health>,
     upgrades: Arc<Upgrades>,
     /// Response header in which containers state their id, when configured.
     identity_header: Option<http::HeaderName>,
@@ -55,8 +57,10 @@ impl SessionProxy {
         metrics: Arc<Metrics>,
         limits: DownstreamLimits,
         upgrades: Arc<Upgrades>,
+        health: Arc<Health>,
     ) -> Self {
         SessionProxy {
+            health,
             upgrades,
             identity_header: upstream.identity_header.clone(),
             peers: PeerFactory::new(upstream),
@@ -174,7 +178,16 @@ impl ProxyHttp for SessionProxy {
         let resolution = self.resolver.resolve(&target.client, &target.thread).await;
         let outcome = resolution_outcome(&resolution);
         match resolution {
-            Resolution::Ready(upstream) => ctx.upstream = Some(upstream),
+            Resolution::Ready(upstream) if self.health.is_unhealthy(upstream.addr) => {
+                let outcome = Outcome::ContainerUnhealthy;
+                return self
+                    .answer(session, ctx, outcome, pages::answer(outcome, ctx.kind))
+                    .await;
+            }
+            Resolution::Ready(upstream) => {
+                self.health.note_used(upstream.addr);
+                ctx.upstream = Some(upstream);
+            }
             Resolution::Forbidden(ip) => {
                 log_forbidden(&target, ip);
                 return self
@@ -284,6 +297,9 @@ impl ProxyHttp for SessionProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.outcome = Some(Outcome::UpstreamUnreachable);
+        if let Some(upstream) = &ctx.upstream {
+            self.health.report(upstream.addr, false);
+        }
         if !ctx.retried {
             ctx.retried = true;
             ctx.retry_pending = true;

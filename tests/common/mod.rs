@@ -87,6 +87,8 @@ pub struct RouterOptions {
     pub dynamodb_endpoint: Option<String>,
     pub scan_segments: u32,
     pub store_request_timeout: &'static str,
+    /// The whole [health] section, when a test sets it.
+    pub health_toml: String,
 }
 
 impl Default for RouterOptions {
@@ -103,6 +105,7 @@ impl Default for RouterOptions {
             dynamodb_endpoint: None,
             scan_segments: 4,
             store_request_timeout: "3s",
+            health_toml: String::new(),
         }
     }
 }
@@ -157,6 +160,9 @@ request_timeout = "{store_timeout}"
 connect_timeout = "1s"
 allowed_cidrs = {cidrs}
 {extra}
+
+[health]
+{health}
 "#,
             read = opts.read_timeout,
             refresh = opts.refresh_interval,
@@ -177,6 +183,7 @@ allowed_cidrs = {cidrs}
             cidrs = opts.allowed_cidrs,
             extra = opts.extra_toml,
             listen_extra = opts.listen_extra,
+            health = opts.health_toml,
         );
         std::fs::write(dir.path().join("router.toml"), toml).expect("write router.toml");
         std::fs::write(
