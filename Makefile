@@ -4,13 +4,13 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps lint check-config bench clean-bench
+.PHONY: run test deps lint check-config bench fuzz-smoke fuzz
 
 run: deps
 	$(CARGO) run --release --
 
 # Benches run once each as smoke tests first, so the test harness has the last word.
-test: deps lint check-config
+test: deps lint check-config fuzz-smoke
 	$(CARGO) test --bench route_lookup
 	$(CARGO) test
 
@@ -34,6 +34,20 @@ check-config:
 	@for f in conf/router*.toml; do \
 		./target/debug/session-router --config $$f -c conf/pingora.yaml -t || exit 1; \
 	done
+
+# The request parser under libFuzzer: 20 s in `make test`; `make fuzz` runs until stopped.
+# New inputs go to fuzz/corpus (ignored by git); fuzz/seeds is only read.
+FUZZ_RUN = $(CARGO) fuzz run route_request --dev --sanitizer none fuzz/corpus/route_request fuzz/seeds
+
+fuzz-smoke: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@mkdir -p fuzz/corpus/route_request
+	$(FUZZ_RUN) -- -max_total_time=20
+
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@mkdir -p fuzz/corpus/route_request
+	$(FUZZ_RUN) -- -max_total_time=$${FUZZ_SECONDS:-3600}
 
 bench: deps
 	$(CARGO) bench --bench route_lookup

@@ -95,11 +95,16 @@ impl HostPattern {
     }
 }
 
-/// Strips the port from a Host value; bracketed IPv6 literals keep their brackets.
-pub fn host_without_port(host: &str) -> &str {
+/// Strips the port from a Host value; bracketed IPv6 literals keep their brackets. `None` when
+/// what follows the colon is not a port number.
+pub fn host_without_port(host: &str) -> Option<&str> {
     match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host,
+        Some(i) if !host[i..].contains(']') => {
+            let port = &host[i + 1..];
+            let numeric = (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
+            numeric.then_some(&host[..i])
+        }
+        _ => Some(host),
     }
 }
 
@@ -152,9 +157,16 @@ mod tests {
 
     #[test]
     fn port_is_stripped() {
-        assert_eq!(host_without_port("a.b:8080"), "a.b");
-        assert_eq!(host_without_port("a.b"), "a.b");
-        assert_eq!(host_without_port("[::1]:80"), "[::1]");
-        assert_eq!(host_without_port("[::1]"), "[::1]");
+        assert_eq!(host_without_port("a.b:8080"), Some("a.b"));
+        assert_eq!(host_without_port("a.b"), Some("a.b"));
+        assert_eq!(host_without_port("[::1]:80"), Some("[::1]"));
+        assert_eq!(host_without_port("[::1]"), Some("[::1]"));
+    }
+
+    #[test]
+    fn malformed_ports_are_refused() {
+        for host in ["a.b:", "a.b:80x", "a.b:8080\u{8}/x", "a.b:123456"] {
+            assert_eq!(host_without_port(host), None, "{host:?}");
+        }
     }
 }

@@ -58,7 +58,7 @@ pub enum Reject {
 
 /// Resolves the target of a request against the configured host patterns.
 pub fn classify(routing: &Routing, req: &RequestParts<'_>) -> Result<Target, Reject> {
-    let host = host_without_port(req.host);
+    let host = host_without_port(req.host).ok_or(Reject::BadRequest("malformed Host port"))?;
     if host.is_empty() {
         return Err(Reject::BadRequest("missing Host"));
     }
@@ -129,7 +129,7 @@ fn prefixed_target(client: String, after: &str, query: Option<&str>) -> Result<T
 fn referer_thread<'r>(referer: &'r str, host: &str) -> Option<&'r str> {
     let after_scheme = referer.split_once("://")?.1;
     let (authority, path) = after_scheme.split_at(after_scheme.find('/')?);
-    if !host_without_port(authority).eq_ignore_ascii_case(host) {
+    if !host_without_port(authority)?.eq_ignore_ascii_case(host) {
         return None;
     }
     let after = path.strip_prefix(SESSION_PREFIX)?;
