@@ -126,17 +126,9 @@ async fn new_session_is_read_through_once_for_many_first_requests() {
     moto.put_session("acme-fresh", "c2").await;
     moto.put_container("c2", a.addr).await;
 
-    let client = router.client();
-    let url = router.url("edit.acme.localhost", "/session/fresh/");
-    let requests = (0..50).map(|_| {
-        let (client, url) = (client.clone(), url.clone());
-        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.expect("join").expect("request"))
-        .collect();
+    let statuses = router
+        .concurrent_statuses("edit.acme.localhost", "/session/fresh/", 50)
+        .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     for op in ["get_session", "get_container"] {
         let series = format!("session_router_store_requests_total{{op=\"{op}\",result=\"ok\"}}");

@@ -134,17 +134,9 @@ async fn concurrent_misses_make_one_store_lookup() {
         &[session("acme-t1", "c1"), session("acme-fresh", "c1")],
         &[("c1", Some(a.addr), "running")],
     ));
-    let client = router.client();
-    let url = router.url("edit.acme.localhost", "/session/fresh/");
-    let requests = (0..100).map(|_| {
-        let (client, url) = (client.clone(), url.clone());
-        tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
-    });
-    let statuses: Vec<u16> = futures_util::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.expect("join").expect("request"))
-        .collect();
+    let statuses = router
+        .concurrent_statuses("edit.acme.localhost", "/session/fresh/", 100)
+        .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     let lookups = router
         .metric("session_router_store_requests_total{op=\"get_session\",result=\"ok\"}")

@@ -253,6 +253,21 @@ allowed_cidrs = {cidrs}
         format!("http://{host}:{}{path}", self.proxy.port())
     }
 
+    /// Sends `count` GETs at once and returns their statuses.
+    pub async fn concurrent_statuses(&self, host: &str, path: &str, count: usize) -> Vec<u16> {
+        let client = self.client();
+        let url = self.url(host, path);
+        let requests = (0..count).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.get(url).send().await.map(|r| r.status().as_u16()) })
+        });
+        futures_util::future::join_all(requests)
+            .await
+            .into_iter()
+            .map(|r| r.expect("join").expect("request"))
+            .collect()
+    }
+
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("http://{}/metrics", self.admin))
             .await
