@@ -70,4 +70,5 @@ e2e-deps:
 # The runner's own timeouts bound each test; the outer one bounds the whole suite.
 e2e: deps e2e-deps
 	$(CARGO) build --bin session-router
+	rm -rf target/e2e-artifacts
 	timeout --kill-after=10 600 $(E2E_NODE) --test --test-reporter=spec --test-timeout=180000 $(E2E)/*.test.mjs
