@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::moto::{n, s, Moto};
+use common::wire::CountingRelay;
 use common::{Router, RouterOptions, Upstream};
 use serde_json::Value;
 
@@ -116,20 +117,29 @@ async fn expired_sessions_are_absent_at_once() {
 async fn new_session_is_read_through_once_for_many_first_requests() {
     let a = Upstream::start("a").await;
     let moto = seeded(&a).await;
+    let wire = CountingRelay::start(moto.addr);
     let opts = RouterOptions {
         refresh_interval: "1h",
         negative_ttl: "1h",
         max_staleness: "2h",
+        dynamodb_endpoint: Some(wire.endpoint()),
         ..dynamo(&moto)
     };
     let router = Router::start("", opts);
     moto.put_session("acme-fresh", "c2").await;
     moto.put_container("c2", a.addr).await;
+    assert_eq!(
+        wire.count("GetItem"),
+        0,
+        "nothing read before the first request"
+    );
 
     let statuses = router
         .concurrent_statuses("edit.acme.localhost", "/session/fresh/", 50)
         .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // One GetItem of the session and one of its container, counted where they travel.
+    assert_eq!(wire.count("GetItem"), 2, "GetItem calls on the wire");
     for op in ["get_session", "get_container"] {
         let series = format!("session_router_store_requests_total{{op=\"{op}\",result=\"ok\"}}");
         assert_eq!(router.metric(&series).await, 1.0, "{series}");

@@ -86,6 +86,10 @@ fn closed_port() -> SocketAddr {
 }
 
 async fn router_with_states() -> (Router, Upstream) {
+    router_with_states_and(RouterOptions::default()).await
+}
+
+async fn router_with_states_and(opts: RouterOptions) -> (Router, Upstream) {
     let up = Upstream::start("up").await;
     let sessions = [
         session("acme-live", "c-live"),
@@ -112,10 +116,7 @@ async fn router_with_states() -> (Router, Upstream) {
             "running",
         ),
     ];
-    let router = Router::start(
-        &sessions_toml(&sessions, &containers),
-        RouterOptions::default(),
-    );
+    let router = Router::start(&sessions_toml(&sessions, &containers), opts);
     (router, up)
 }
 
@@ -238,4 +239,149 @@ async fn routed_requests_are_counted() {
         scrape.contains("process_resident_memory_bytes"),
         "process metrics exported"
     );
+}
+
+/// What the router's own answer must look like for one outcome, whatever the request kind.
+struct Expected {
+    thread: &'static str,
+    outcome: &'static str,
+    status: u16,
+    retry_after: Option<&'static str>,
+    title: &'static str,
+}
+
+#[tokio::test]
+async fn every_outcome_answers_each_request_kind_in_its_shape() {
+    // Passive health would turn the dead container's later answers into `container_unhealthy`;
+    // that outcome gets its own test below.
+    let (r, up) = router_with_states_and(RouterOptions {
+        health_toml: "failures_to_unhealthy = 1000".into(),
+        ..RouterOptions::default()
+    })
+    .await;
+    let expected = [
+        Expected {
+            thread: "nobody",
+            outcome: "unknown_session",
+            status: 404,
+            retry_after: None,
+            title: "Session not found",
+        },
+        Expected {
+            thread: "starting",
+            outcome: "container_starting",
+            status: 503,
+            retry_after: Some("2"),
+            title: "Starting your preview",
+        },
+        Expected {
+            thread: "stopped",
+            outcome: "container_stopped",
+            status: 503,
+            retry_after: None,
+            title: "Session paused",
+        },
+        Expected {
+            thread: "dead",
+            outcome: "upstream_unreachable",
+            status: 502,
+            retry_after: None,
+            title: "Preview unreachable",
+        },
+        Expected {
+            thread: "outside",
+            outcome: "forbidden_upstream",
+            status: 502,
+            retry_after: None,
+            title: "Preview unavailable",
+        },
+        Expected {
+            thread: "bad.id",
+            outcome: "bad_request",
+            status: 400,
+            retry_after: None,
+            title: "Bad request",
+        },
+    ];
+    for e in &expected {
+        let nav = fetch_thread(&r, e.thread, "", NAV).await;
+        assert_eq!(
+            (nav.status, nav.header("retry-after")),
+            (e.status, e.retry_after),
+            "{} navigation",
+            e.outcome
+        );
+        nav.assert_html(e.title);
+
+        let asset = fetch_thread(&r, e.thread, "app.js", ASSET).await;
+        assert_eq!(
+            (asset.status, asset.header("retry-after")),
+            (e.status, e.retry_after),
+            "{} asset",
+            e.outcome
+        );
+        asset.assert_plain();
+        assert_eq!(asset.body.trim(), e.title, "{} asset body", e.outcome);
+        assert_eq!(asset.header("cache-control"), Some("no-store"));
+
+        let upgrade = fetch_thread(&r, e.thread, "", UPGRADE).await;
+        assert_eq!(
+            (upgrade.status, upgrade.header("retry-after")),
+            (e.status, e.retry_after),
+            "{} upgrade",
+            e.outcome
+        );
+        assert!(
+            upgrade.body.is_empty() && upgrade.header("content-type").is_none(),
+            "{} upgrade is bare",
+            e.outcome
+        );
+        assert_count(&r, e.outcome, 3.0).await;
+    }
+
+    // No thread anywhere, and a host the router does not serve: the same three kinds.
+    for (host, outcome, html) in [
+        ("edit.acme.localhost", "no_session", true),
+        ("example.localhost", "not_preview_host", false),
+    ] {
+        for headers in [NAV, ASSET, UPGRADE] {
+            let a = fetch(&r, host, "/", headers).await;
+            assert_eq!(a.status, 404, "{outcome}");
+            assert_eq!(a.header("cache-control"), Some("no-store"), "{outcome}");
+            match (headers == NAV && html, headers == UPGRADE) {
+                (true, _) => a.assert_html("No active session"),
+                (_, true) => assert!(a.body.is_empty(), "{outcome} upgrade is bare"),
+                _ => a.assert_plain(),
+            }
+        }
+        assert_count(&r, outcome, 3.0).await;
+    }
+    assert_eq!(up.hits(), 0, "no answer above came from a container");
+}
+
+#[tokio::test]
+async fn a_container_that_failed_answers_unhealthy_to_each_request_kind() {
+    let (r, _up) = router_with_states().await;
+    let first = fetch_thread(&r, "dead", "", NAV).await;
+    assert_eq!(first.status, 502, "the first failure is seen as it is");
+    let nav = fetch_thread(&r, "dead", "", NAV).await;
+    assert_eq!((nav.status, nav.header("retry-after")), (503, Some("2")));
+    nav.assert_html("Preview restarting");
+    assert!(
+        nav.body.contains("http-equiv=\"refresh\""),
+        "the page reloads itself"
+    );
+    let asset = fetch_thread(&r, "dead", "app.js", ASSET).await;
+    assert_eq!(
+        (asset.status, asset.header("retry-after")),
+        (503, Some("2"))
+    );
+    asset.assert_plain();
+    let upgrade = fetch_thread(&r, "dead", "", UPGRADE).await;
+    assert_eq!(
+        (upgrade.status, upgrade.header("retry-after")),
+        (503, Some("2"))
+    );
+    assert!(upgrade.body.is_empty());
+    assert_count(&r, "container_unhealthy", 3.0).await;
 }

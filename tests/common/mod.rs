@@ -4,6 +4,7 @@
 
 pub mod moto;
 pub mod upstream;
+pub mod wire;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
