@@ -38,6 +38,14 @@ impl Answer {
         assert!(self.body.contains(text), "{}", self.body);
     }
 
+    fn assert_status(&self, status: u16, retry_after: Option<&str>, what: &str) {
+        assert_eq!(
+            (self.status, self.header("retry-after")),
+            (status, retry_after),
+            "{what}"
+        );
+    }
+
     fn assert_plain(&self) {
         assert_eq!(
             self.header("content-type"),
@@ -305,32 +313,21 @@ async fn every_outcome_answers_each_request_kind_in_its_shape() {
     ];
     for e in &expected {
         let nav = fetch_thread(&r, e.thread, "", NAV).await;
-        assert_eq!(
-            (nav.status, nav.header("retry-after")),
-            (e.status, e.retry_after),
-            "{} navigation",
-            e.outcome
+        nav.assert_status(
+            e.status,
+            e.retry_after,
+            &format!("{} navigation", e.outcome),
         );
         nav.assert_html(e.title);
 
         let asset = fetch_thread(&r, e.thread, "app.js", ASSET).await;
-        assert_eq!(
-            (asset.status, asset.header("retry-after")),
-            (e.status, e.retry_after),
-            "{} asset",
-            e.outcome
-        );
+        asset.assert_status(e.status, e.retry_after, &format!("{} asset", e.outcome));
         asset.assert_plain();
         assert_eq!(asset.body.trim(), e.title, "{} asset body", e.outcome);
         assert_eq!(asset.header("cache-control"), Some("no-store"));
 
         let upgrade = fetch_thread(&r, e.thread, "", UPGRADE).await;
-        assert_eq!(
-            (upgrade.status, upgrade.header("retry-after")),
-            (e.status, e.retry_after),
-            "{} upgrade",
-            e.outcome
-        );
+        upgrade.assert_status(e.status, e.retry_after, &format!("{} upgrade", e.outcome));
         assert!(
             upgrade.body.is_empty() && upgrade.header("content-type").is_none(),
             "{} upgrade is bare",
@@ -365,23 +362,17 @@ async fn a_container_that_failed_answers_unhealthy_to_each_request_kind() {
     let first = fetch_thread(&r, "dead", "", NAV).await;
     assert_eq!(first.status, 502, "the first failure is seen as it is");
     let nav = fetch_thread(&r, "dead", "", NAV).await;
-    assert_eq!((nav.status, nav.header("retry-after")), (503, Some("2")));
+    nav.assert_status(503, Some("2"), "nav of a failed container");
     nav.assert_html("Preview restarting");
     assert!(
         nav.body.contains("http-equiv=\"refresh\""),
         "the page reloads itself"
     );
     let asset = fetch_thread(&r, "dead", "app.js", ASSET).await;
-    assert_eq!(
-        (asset.status, asset.header("retry-after")),
-        (503, Some("2"))
-    );
+    asset.assert_status(503, Some("2"), "asset of a failed container");
     asset.assert_plain();
     let upgrade = fetch_thread(&r, "dead", "", UPGRADE).await;
-    assert_eq!(
-        (upgrade.status, upgrade.header("retry-after")),
-        (503, Some("2"))
-    );
+    upgrade.assert_status(503, Some("2"), "upgrade of a failed container");
     assert!(upgrade.body.is_empty());
     assert_count(&r, "container_unhealthy", 3.0).await;
 }

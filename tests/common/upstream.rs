@@ -11,16 +11,15 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde_json::json;
-use tokio::sync::oneshot;
 
-/// Runs on a thread and runtime of its own, so stopping it ends every connection it holds, as
-/// a stopped container does, not only its listener.
+use super::served::Served;
+
+/// Served on a thread and runtime of its own, so stopping it ends every connection it holds.
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     hits: Arc<AtomicUsize>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    served: Served,
 }
 
 #[derive(Clone)]
@@ -37,57 +36,28 @@ impl Upstream {
 
     /// Starts on a given address, e.g. the port of one stopped a moment ago.
     pub fn start_on(name: &str, addr: SocketAddr) -> Upstream {
-        let listener = std::net::TcpListener::bind(addr).expect("bind upstream");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("upstream addr");
         let hits = Arc::new(AtomicUsize::new(0));
         let state = AppState {
             name: name.to_owned(),
             hits: hits.clone(),
         };
-        let app = Router::new().fallback(handle).with_state(state);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("upstream runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                tokio::select! {
-                    _ = axum::serve(listener, app) => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let served = Served::start(addr, Router::new().fallback(handle).with_state(state));
         Upstream {
             name: name.to_owned(),
-            addr,
+            addr: served.addr,
             hits,
-            stop: Some(stop),
-            thread: Some(thread),
+            served,
         }
     }
 
     /// Stops serving and closes every open connection.
     pub fn stop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.served.stop();
     }
 
     /// Requests this upstream has answered.
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::response::Response;
-use tokio::sync::oneshot;
+
+use super::served::Served;
 
 type Calls = Arc<Mutex<HashMap<String, usize>>>;
 
@@ -20,21 +21,15 @@ struct Relay {
     calls: Calls,
 }
 
-/// Runs on a thread and runtime of its own, stopped when dropped (a runtime cannot be dropped
-/// inside the test's own async context).
 pub struct CountingRelay {
     pub addr: SocketAddr,
     calls: Calls,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _served: Served,
 }
 
 impl CountingRelay {
     /// Relays 127.0.0.1:<free port> to `target`.
     pub fn start(target: SocketAddr) -> CountingRelay {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("relay addr");
         let calls = Calls::default();
         let relay = Relay {
             target,
@@ -42,25 +37,11 @@ impl CountingRelay {
             calls: calls.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(relay);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("relay runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                tokio::select! {
-                    _ = axum::serve(listener, app) => {}
-                    _ = stopped => {}
-                }
-            });
-        });
+        let served = Served::start(SocketAddr::from(([127, 0, 0, 1], 0)), app);
         CountingRelay {
-            addr,
+            addr: served.addr,
             calls,
-            stop: Some(stop),
-            thread: Some(thread),
+            _served: served,
         }
     }
 
@@ -106,15 +87,4 @@ async fn forward(State(relay): State<Relay>, req: Request) -> Response {
     }
     let bytes = upstream.bytes().await.expect("store response body");
     resp.body(Body::from(bytes)).expect("relayed response")
-}
-
-impl Drop for CountingRelay {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
 }

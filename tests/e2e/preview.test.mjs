@@ -38,6 +38,21 @@ async function startRouter(defer, table) {
   return router;
 }
 
+/**
+ * Starts one dev server per placement, a router whose table gives each placement's session
+ * ({ site, client, thread }) its own container, and a fresh browser context.
+ */
+async function stage(defer, placements) {
+  await startSites(defer, placements.map((p) => p.site));
+  const router = await startRouter(defer, {
+    sessions: placements.map((p) => session(p.client, p.thread, `c-${p.site.name}`)),
+    containers: placements.map((p) => ({ id: `c-${p.site.name}`, port: p.site.port })),
+  });
+  const context = await browser.newContext();
+  defer(() => context.close());
+  return { router, context };
+}
+
 /** Opens a tab on `url` and waits until the page shows and its HMR socket is connected. */
 async function openTab(context, url) {
   const page = await context.newPage();
@@ -51,16 +66,27 @@ function hotUpdates(seen) {
   return seen.console.filter((l) => l.includes('[vite] hot updated')).length;
 }
 
+/**
+ * Edits `site`'s style, then its text: its own `tab` shows both, while `other` gets no update of
+ * any kind (same heading and colour, no hot update, no reload).
+ */
+async function editShowsOnlyIn(site, tab, edit, other) {
+  await mark(other.page, 'untouched');
+  const otherBefore = await headingOf(other.page);
+  const otherUpdates = hotUpdates(other.seen);
+  site.setColor(edit.color);
+  await waitHeading(tab.page, { text: site.heading, color: edit.color });
+  site.setHeading(edit.heading);
+  await waitHeading(tab.page, { text: edit.heading, color: edit.color });
+  assert.deepEqual(await headingOf(other.page), otherBefore);
+  assert.equal(await marker(other.page), 'untouched');
+  assert.equal(hotUpdates(other.seen), otherUpdates);
+}
+
 test('path mode: the page renders, HMR connects through the router, text and style edits show live', async (t) => {
   const defer = scope(t);
   const site = new Site('acme', { heading: 'Hello from acme', color: RED });
-  await startSites(defer, [site]);
-  const router = await startRouter(defer, {
-    sessions: [session('acme', 't1', 'c-acme')],
-    containers: [{ id: 'c-acme', port: site.port }],
-  });
-  const context = await browser.newContext();
-  defer(() => context.close());
+  const { router, context } = await stage(defer, [{ site, client: 'acme', thread: 't1' }]);
 
   const upgradesBefore = await router.metric(WS_OK);
   const { page, seen, status } = await openTab(context, router.url('edit.acme.localhost', '/session/t1/'));
@@ -99,49 +125,27 @@ test('two sessions of two clients side by side each see only their own edits', a
   const defer = scope(t);
   const acme = new Site('acme', { heading: 'Acme home', color: RED });
   const globex = new Site('globex', { heading: 'Globex home', color: GREEN });
-  await startSites(defer, [acme, globex]);
   // The same thread id under both clients: only the host's client tells them apart.
-  const router = await startRouter(defer, {
-    sessions: [session('acme', 't1', 'c-acme'), session('globex', 't1', 'c-globex')],
-    containers: [{ id: 'c-acme', port: acme.port }, { id: 'c-globex', port: globex.port }],
-  });
-  const context = await browser.newContext();
-  defer(() => context.close());
+  const { router, context } = await stage(defer, [
+    { site: acme, client: 'acme', thread: 't1' },
+    { site: globex, client: 'globex', thread: 't1' },
+  ]);
   const a = await openTab(context, router.url('edit.acme.localhost', '/session/t1/'));
   const g = await openTab(context, router.url('edit.globex.localhost', '/session/t1/'));
   assert.deepEqual(await headingOf(a.page), { text: 'Acme home', color: RED });
   assert.deepEqual(await headingOf(g.page), { text: 'Globex home', color: GREEN });
-  await mark(g.page, 'untouched');
-
-  acme.setColor(BLUE);
-  await waitHeading(a.page, { text: 'Acme home', color: BLUE });
-  acme.setHeading('Acme edited');
-  await waitHeading(a.page, { text: 'Acme edited', color: BLUE });
-  // The other client's tab got no update of any kind: same heading, no reload.
-  assert.deepEqual(await headingOf(g.page), { text: 'Globex home', color: GREEN });
-  assert.equal(await marker(g.page), 'untouched');
-  assert.equal(hotUpdates(g.seen), 0);
-
-  await mark(a.page, 'untouched');
-  globex.setColor(PURPLE);
-  await waitHeading(g.page, { text: 'Globex home', color: PURPLE });
-  globex.setHeading('Globex edited');
-  await waitHeading(g.page, { text: 'Globex edited', color: PURPLE });
-  assert.deepEqual(await headingOf(a.page), { text: 'Acme edited', color: BLUE });
-  assert.equal(await marker(a.page), 'untouched');
+  await editShowsOnlyIn(acme, a, { color: BLUE, heading: 'Acme edited' }, g);
+  await editShowsOnlyIn(globex, g, { color: PURPLE, heading: 'Globex edited' }, a);
 });
 
 test('host mode: two tabs on two threads of one client each update live, with no cookie', async (t) => {
   const defer = scope(t);
   const one = new Site('one', { heading: 'Thread one', color: RED });
   const two = new Site('two', { heading: 'Thread two', color: GREEN });
-  await startSites(defer, [one, two]);
-  const router = await startRouter(defer, {
-    sessions: [session('acme', 't1', 'c1'), session('acme', 't2', 'c2')],
-    containers: [{ id: 'c1', port: one.port }, { id: 'c2', port: two.port }],
-  });
-  const context = await browser.newContext();
-  defer(() => context.close());
+  const { router, context } = await stage(defer, [
+    { site: one, client: 'acme', thread: 't1' },
+    { site: two, client: 'acme', thread: 't2' },
+  ]);
   const upgradesBefore = await router.metric(WS_OK);
   const tab1 = await openTab(context, router.url('t1.edit.acme.localhost', '/'));
   const tab2 = await openTab(context, router.url('t2.edit.acme.localhost', '/'));
@@ -174,13 +178,10 @@ test('path mode, two tabs on two threads of one client: the one cookie follows t
   const defer = scope(t);
   const one = new Site('one', { heading: 'Thread one', color: RED });
   const two = new Site('two', { heading: 'Thread two', color: GREEN });
-  await startSites(defer, [one, two]);
-  const router = await startRouter(defer, {
-    sessions: [session('acme', 't1', 'c1'), session('acme', 't2', 'c2')],
-    containers: [{ id: 'c1', port: one.port }, { id: 'c2', port: two.port }],
-  });
-  const context = await browser.newContext();
-  defer(() => context.close());
+  const { router, context } = await stage(defer, [
+    { site: one, client: 'acme', thread: 't1' },
+    { site: two, client: 'acme', thread: 't2' },
+  ]);
   const cookie = async () => (await context.cookies()).map((c) => `${c.name}=${c.value}`);
   const tab1 = await openTab(context, router.url('edit.acme.localhost', '/session/t1/'));
   const tab2 = await openTab(context, router.url('edit.acme.localhost', '/session/t2/'));
