@@ -53,6 +53,17 @@ async function stage(defer, placements) {
   return { router, context };
 }
 
+/** Threads t1 (red, site `one`) and t2 (green, site `two`) of client acme, staged as above. */
+async function stageTwoThreads(defer) {
+  const one = new Site('one', { heading: 'Thread one', color: RED });
+  const two = new Site('two', { heading: 'Thread two', color: GREEN });
+  const staged = await stage(defer, [
+    { site: one, client: 'acme', thread: 't1' },
+    { site: two, client: 'acme', thread: 't2' },
+  ]);
+  return { one, two, ...staged };
+}
+
 /** Opens a tab on `url` and waits until the page shows and its HMR socket is connected. */
 async function openTab(context, url) {
   const page = await context.newPage();
@@ -140,12 +151,7 @@ test('two sessions of two clients side by side each see only their own edits', a
 
 test('host mode: two tabs on two threads of one client each update live, with no cookie', async (t) => {
   const defer = scope(t);
-  const one = new Site('one', { heading: 'Thread one', color: RED });
-  const two = new Site('two', { heading: 'Thread two', color: GREEN });
-  const { router, context } = await stage(defer, [
-    { site: one, client: 'acme', thread: 't1' },
-    { site: two, client: 'acme', thread: 't2' },
-  ]);
+  const { one, two, router, context } = await stageTwoThreads(defer);
   const upgradesBefore = await router.metric(WS_OK);
   const tab1 = await openTab(context, router.url('t1.edit.acme.localhost', '/'));
   const tab2 = await openTab(context, router.url('t2.edit.acme.localhost', '/'));
@@ -176,12 +182,7 @@ test('host mode: two tabs on two threads of one client each update live, with no
 
 test('path mode, two tabs on two threads of one client: the one cookie follows the last navigation (known limit)', async (t) => {
   const defer = scope(t);
-  const one = new Site('one', { heading: 'Thread one', color: RED });
-  const two = new Site('two', { heading: 'Thread two', color: GREEN });
-  const { router, context } = await stage(defer, [
-    { site: one, client: 'acme', thread: 't1' },
-    { site: two, client: 'acme', thread: 't2' },
-  ]);
+  const { one, two, router, context } = await stageTwoThreads(defer);
   const cookie = async () => (await context.cookies()).map((c) => `${c.name}=${c.value}`);
   const tab1 = await openTab(context, router.url('edit.acme.localhost', '/session/t1/'));
   const tab2 = await openTab(context, router.url('edit.acme.localhost', '/session/t2/'));
