@@ -371,6 +371,10 @@ impl ProxyHttp for SessionProxy {
         let mut code = 0;
         if outcome != Outcome::ClientClosed && session.response_written().is_none() {
             code = outcome.status();
+            // The connection is not reused after this (can_reuse_downstream below), so the
+            // answer must say so; otherwise a keep-alive client sends its next request into
+            // a closing socket and gets a reset.
+            session.set_keepalive(None);
             if let Err(write_err) = write_answer(session, pages::answer(outcome, ctx.kind)).await {
                 log::debug!("could not write error answer: {write_err}");
             }
