@@ -6,7 +6,7 @@ use std::io::Write;
 
 use env_logger::fmt::Formatter;
 use log::kv::{self, Key, Value, VisitSource, VisitValue};
-use serde_json::{Map, Number};
+use serde_json::Number;
 
 use crate::config::LogFormat;
 
@@ -21,27 +21,43 @@ pub fn init(format: LogFormat) {
     let _ = builder.try_init();
 }
 
-/// One record as a JSON object: `ts`, `level`, `target`, `msg`, then every key-value field.
+/// Members every JSON line starts with, in this order.
+const FIXED: [&str; 4] = ["ts", "level", "target", "msg"];
+
+/// One record as a JSON object: `ts`, `level`, `target`, `msg`, then every key-value field in
+/// the order the record gives them (a field named like a fixed member is left out).
 fn write_json(buf: &mut Formatter, record: &log::Record<'_>) -> std::io::Result<()> {
-    let mut line = Map::new();
-    line.insert("ts".into(), buf.timestamp_millis().to_string().into());
-    line.insert("level".into(), record.level().as_str().into());
-    line.insert("target".into(), record.target().into());
-    line.insert("msg".into(), record.args().to_string().into());
+    let mut members: Vec<(String, serde_json::Value)> = vec![
+        (FIXED[0].into(), buf.timestamp_millis().to_string().into()),
+        (FIXED[1].into(), record.level().as_str().into()),
+        (FIXED[2].into(), record.target().into()),
+        (FIXED[3].into(), record.args().to_string().into()),
+    ];
     // A field that fails to convert is left out rather than losing the whole line.
-    let _ = record.key_values().visit(&mut Fields(&mut line));
-    serde_json::to_writer(&mut *buf, &line)?;
-    writeln!(buf)
+    let _ = record.key_values().visit(&mut Fields(&mut members));
+    buf.write_all(b"{")?;
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            buf.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *buf, key)?;
+        buf.write_all(b":")?;
+        serde_json::to_writer(&mut *buf, value)?;
+    }
+    buf.write_all(b"}\n")
 }
 
-/// Adds each key-value of a record to the JSON object, typed where `log` knows the type.
-struct Fields<'a>(&'a mut Map<String, serde_json::Value>);
+/// Adds each key-value of a record as a JSON member, typed where `log` knows the type.
+struct Fields<'a>(&'a mut Vec<(String, serde_json::Value)>);
 
 impl<'kvs> VisitSource<'kvs> for Fields<'_> {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
+        if FIXED.contains(&key.as_str()) {
+            return Ok(());
+        }
         let mut json = Json(serde_json::Value::Null);
         value.visit(&mut json)?;
-        self.0.insert(key.as_str().to_owned(), json.0);
+        self.0.push((key.as_str().to_owned(), json.0));
         Ok(())
     }
 }
@@ -84,13 +100,13 @@ impl<'v> VisitValue<'v> for Json {
 mod tests {
     use super::*;
 
-    fn fields(record: &log::Record<'_>) -> Map<String, serde_json::Value> {
-        let mut map = Map::new();
+    fn fields(record: &log::Record<'_>) -> serde_json::Map<String, serde_json::Value> {
+        let mut members = Vec::new();
         record
             .key_values()
-            .visit(&mut Fields(&mut map))
+            .visit(&mut Fields(&mut members))
             .expect("visit");
-        map
+        members.into_iter().collect()
     }
 
     #[test]
@@ -100,6 +116,7 @@ mod tests {
             ("duration_ms", Value::from(1.5f64)),
             ("path", Value::from("/a\"b\n")),
             ("nan", Value::from(f64::NAN)),
+            ("msg", Value::from("not a second msg")),
         ];
         let args = format_args!("request");
         let record = log::Record::builder()
@@ -112,6 +129,10 @@ mod tests {
         assert_eq!(map["duration_ms"], 1.5);
         assert_eq!(map["path"], "/a\"b\n");
         assert_eq!(map["nan"], "NaN");
+        assert!(
+            !map.contains_key("msg"),
+            "fixed members are not overwritten"
+        );
         let text = serde_json::to_string(&map).expect("encode");
         assert!(!text.contains('\n'), "one line: {text}");
     }
