@@ -416,8 +416,8 @@ async fn upgrade_handover_loses_no_request_and_closes_websockets_cleanly() {
     );
     println!(
         "upgrade: {} requests from {CLIENTS} keep-alive clients, {ok} ok, {failed} failed, \
-         {retried} retried once after a connection closed before any response {:?}; in flight \
-         at SIGQUIT {}, at the old process's shutdown {} (+{:?}), at its exit {} (+{:?}); served \
+         {retried} retried once after a connection closed before any response {:?}; load requests \
+         in flight at SIGQUIT {}, at the old process's shutdown {} (+{:?}), at its exit {} (+{:?}); served \
          by old {old_served}, by new {new_served}; websocket {ws_end:?} at +{:?}; 2 slow \
          requests on the old process ended at +{:?}",
         spans.len(),
