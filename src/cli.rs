@@ -16,6 +16,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
+    /// Health probe: GET this http:// URL, exit 0 on a 200 answer and 1 otherwise, then stop.
+    /// The container image's HEALTHCHECK uses it, as there is no curl in its runtime.
+    #[arg(long, value_name = "URL")]
+    pub probe: Option<String>,
+
     /// Pingora's flags: -c PATH (server YAML), -d, -u, -t.
     #[command(flatten)]
     pub server: Opt,

@@ -6,10 +6,13 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod drain;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod outcome;
 pub mod pages;
+pub mod probe;
 pub mod proxy;
 pub mod routing;
 pub mod server;

@@ -45,6 +45,7 @@ pub struct Metrics {
     pub websocket_connections: IntGauge,
     pub websocket_upgrades: IntCounterVec,
     pub websocket_replaced: IntCounter,
+    pub websocket_shutdown: IntCounter,
     pub containers_unhealthy: IntGauge,
     pub health_checks: IntCounterVec,
 }
@@ -145,6 +146,10 @@ impl Metrics {
                 "session_router_websocket_closed_on_replace_total",
                 "Upgraded connections closed because their session moved to another container",
             )?,
+            websocket_shutdown: IntCounter::new(
+                "session_router_websocket_closed_on_shutdown_total",
+                "Upgraded connections asked to close (1001 Going Away) because the process shuts down",
+            )?,
             containers_unhealthy: IntGauge::new(
                 "session_router_containers_unhealthy",
                 "Containers currently failing their health checks",
@@ -174,6 +179,8 @@ impl Metrics {
             .register(Box::new(m.websocket_upgrades.clone()))?;
         m.registry
             .register(Box::new(m.websocket_replaced.clone()))?;
+        m.registry
+            .register(Box::new(m.websocket_shutdown.clone()))?;
         m.registry
             .register(Box::new(m.containers_unhealthy.clone()))?;
         m.registry.register(Box::new(m.health_checks.clone()))?;

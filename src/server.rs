@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
+use crate::drain::{DrainWatcher, Draining};
 use crate::health::{Health, HealthChecker};
 use crate::metrics::Metrics;
 use crate::proxy::{DownstreamLimits, SessionProxy};
@@ -92,6 +93,11 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         "upgrade watcher",
         UpgradeWatcher::new(upgrades.clone(), resolver.clone(), metrics.clone()),
     );
+    let draining = Arc::new(Draining::default());
+    let drain_watcher = background_service(
+        "drain watcher",
+        DrainWatcher::new(draining.clone(), server.watch_execution_phase()),
+    );
     let proxy = SessionProxy::new(
         config.routing.clone(),
         resolver.clone(),
@@ -100,7 +106,8 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         DownstreamLimits::from(&config.listen),
         upgrades.clone(),
         health,
-    );
+    )
+    .with_draining(draining);
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "session proxy");
     proxy_service.add_tcp(&config.listen.proxy.to_string());
@@ -116,5 +123,6 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(refresher);
     server.add_service(watcher);
     server.add_service(checker);
+    server.add_service(drain_watcher);
     Ok(server)
 }

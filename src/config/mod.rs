@@ -12,8 +12,8 @@ use ipnet::IpNet;
 use thiserror::Error;
 
 pub use model::{
-    DynamoDbSection, FileStoreSection, HealthSection, ListenSection, RouterFile, RoutingSection,
-    StoreKind, StoreSection, UpstreamSection,
+    DynamoDbSection, FileStoreSection, HealthSection, ListenSection, LogFormat, LogSection,
+    RouterFile, RoutingSection, StoreKind, StoreSection, UpstreamSection,
 };
 
 use crate::routing::{HostPattern, PatternError};
@@ -57,6 +57,7 @@ pub struct Config {
     pub store: StoreSection,
     pub upstream: Upstream,
     pub health: HealthSection,
+    pub log: LogSection,
 }
 
 /// Routing settings with the host patterns compiled.
@@ -109,6 +110,7 @@ impl Config {
         }
         Ok(Config {
             health: file.health,
+            log: file.log,
             listen: file.listen,
             routing,
             store: file.store,

@@ -20,6 +20,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::config::{Routing, Upstream};
+use crate::drain::Draining;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
@@ -47,6 +48,8 @@ pub struct SessionProxy {
     peers: PeerFactory,
     metrics: Arc<Metrics>,
     limits: DownstreamLimits,
+    /// Set from SIGQUIT or SIGTERM on: answers close their connections.
+    draining: Arc<Draining>,
 }
 
 impl SessionProxy {
@@ -68,7 +71,14 @@ impl SessionProxy {
             resolver,
             metrics,
             limits,
+            draining: Arc::default(),
         }
+    }
+
+    /// Shares the process's drain flag (see [`crate::drain`]).
+    pub fn with_draining(mut self, draining: Arc<Draining>) -> Self {
+        self.draining = draining;
+        self
     }
 
     fn classify(&self, req: &RequestHeader) -> Result<Target, Reject> {
@@ -128,6 +138,19 @@ impl SessionProxy {
         set_forwarding_headers(req, &from, prefix.as_deref())
     }
 
+    /// Keeps the client connection alive for its next request, except once this process is
+    /// draining (SIGTERM, or SIGQUIT during an upgrade handover): then the answer carries
+    /// `Connection: close`, so the client sends its next request on a new connection (to the
+    /// new process, or another instance behind the balancer) rather than on one that this
+    /// process is about to close under it.
+    fn apply_keepalive(&self, session: &mut Session) {
+        if self.draining.is_set() || session.is_process_shutting_down() {
+            session.set_keepalive(None);
+        } else {
+            session.set_keepalive(Some(self.limits.keepalive.as_secs()));
+        }
+    }
+
     fn log_access(
         &self,
         session: &Session,
@@ -137,17 +160,28 @@ impl SessionProxy {
         elapsed: Duration,
     ) {
         let req = session.req_header();
-        let upstream = ctx.upstream.as_ref().map(|u| u.addr);
+        let host = req
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("-");
+        let upstream = ctx
+            .upstream
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), |u| u.addr.to_string());
+        // Microsecond resolution is plenty and keeps the field short in both formats.
+        let duration_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+        // Fields as key-values: `key=value` pairs in text logs, members in JSON logs.
         log::info!(
             target: "access",
-            "outcome={} status={} method={} host={} path={} duration_ms={:.3} upstream={}",
-            outcome.label(),
+            outcome = outcome.label(),
             status,
-            req.method,
-            req.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("-"),
-            req.uri.path(),
-            elapsed.as_secs_f64() * 1000.0,
-            upstream.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            method = req.method.as_str(),
+            host,
+            path = req.uri.path(),
+            duration_ms,
+            upstream = upstream.as_str();
+            "request"
         );
     }
 }
@@ -161,7 +195,7 @@ impl ProxyHttp for SessionProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        session.set_keepalive(Some(self.limits.keepalive.as_secs()));
+        self.apply_keepalive(session);
         let upgrade = session.is_upgrade_req();
         ctx.kind = request_kind(session.req_header(), upgrade);
         let target = match self.classify(session.req_header()) {
@@ -262,6 +296,8 @@ impl ProxyHttp for SessionProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Shutdown may have begun while this request was with the container.
+        self.apply_keepalive(session);
         self.check_identity(resp, ctx)?;
         if session.is_upgrade_req() {
             let switched = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
@@ -335,6 +371,10 @@ impl ProxyHttp for SessionProxy {
         let mut code = 0;
         if outcome != Outcome::ClientClosed && session.response_written().is_none() {
             code = outcome.status();
+            // The connection is not reused after this (can_reuse_downstream below), so the
+            // answer must say so; otherwise a keep-alive client sends its next request into
+            // a closing socket and gets a reset.
+            session.set_keepalive(None);
             if let Err(write_err) = write_answer(session, pages::answer(outcome, ctx.kind)).await {
                 log::debug!("could not write error answer: {write_err}");
             }

@@ -91,6 +91,9 @@ pub struct RouterOptions {
     pub store_request_timeout: &'static str,
     /// The whole [health] section, when a test sets it.
     pub health_toml: String,
+    /// Pingora's SIGTERM settings (pingora.yaml).
+    pub grace_period_seconds: u64,
+    pub graceful_shutdown_timeout_seconds: u64,
 }
 
 impl Default for RouterOptions {
@@ -108,6 +111,8 @@ impl Default for RouterOptions {
             scan_segments: 4,
             store_request_timeout: "3s",
             health_toml: String::new(),
+            grace_period_seconds: 0,
+            graceful_shutdown_timeout_seconds: 1,
         }
     }
 }
@@ -191,21 +196,14 @@ allowed_cidrs = {cidrs}
         std::fs::write(
             dir.path().join("pingora.yaml"),
             format!(
-                "---\nversion: 1\nthreads: 1\npid_file: {0}/router.pid\nupgrade_sock: {0}/upgrade.sock\ngrace_period_seconds: 0\ngraceful_shutdown_timeout_seconds: 1\n",
-                dir.path().display()
+                "---\nversion: 1\nthreads: 1\npid_file: {0}/router.pid\nupgrade_sock: {0}/upgrade.sock\ngrace_period_seconds: {1}\ngraceful_shutdown_timeout_seconds: {2}\n",
+                dir.path().display(),
+                opts.grace_period_seconds,
+                opts.graceful_shutdown_timeout_seconds,
             ),
         )
         .expect("write pingora.yaml");
-        let log = std::fs::File::create(dir.path().join("router.log")).expect("log file");
-        let child = Command::new(bin())
-            .arg("--config")
-            .arg(dir.path().join("router.toml"))
-            .arg("-c")
-            .arg(dir.path().join("pingora.yaml"))
-            .env("RUST_LOG", "info")
-            .envs(moto::TEST_ENV)
-            .stdout(Stdio::null())
-            .stderr(log)
+        let child = router_command(dir.path(), "router.log")
             .spawn()
             .expect("spawn router");
         let router = Router {
@@ -295,6 +293,53 @@ allowed_cidrs = {cidrs}
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// The router binary on the config files of `dir`, logging to `dir/log_name`.
+pub fn router_command(dir: &Path, log_name: &str) -> Command {
+    let log = std::fs::File::create(dir.join(log_name)).expect("log file");
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
+        .arg(dir.join("router.toml"))
+        .arg("-c")
+        .arg(dir.join("pingora.yaml"))
+        .env("RUST_LOG", "info")
+        .envs(moto::TEST_ENV)
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) on a child this test started and has not reaped yet.
+    let rc = unsafe { libc::kill(pid, sig) };
+    assert_eq!(rc, 0, "kill({pid}, {sig})");
+}
+
+/// Waits up to `limit` for a child to exit; its exit status, or None if it is still running.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+impl Router {
+    pub fn signal(&self, sig: libc::c_int) {
+        signal(&self.child, sig);
+    }
+
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        wait_exit(&mut self.child, limit)
     }
 }
 

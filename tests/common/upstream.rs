@@ -1,5 +1,6 @@
-//! A real upstream for tests: answers every HTTP request with a JSON echo of what it received,
-//! and every WebSocket upgrade with an echo socket that first reports its handshake.
+//! A real upstream for tests: answers every HTTP request with a JSON echo of what it received
+//! (after `delay_ms` milliseconds when the query asks), and every WebSocket upgrade with an
+//! echo socket that first reports its handshake.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -85,6 +86,9 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
             Err(rejection) => rejection.into_response(),
         };
     }
+    if let Some(ms) = delay_ms(&parts.uri) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let name = state.name.clone();
     // A container states its id the way the router's identity check expects.
     (
@@ -92,6 +96,15 @@ async fn handle(State(state): State<AppState>, req: Request) -> Response {
         axum::Json(info),
     )
         .into_response()
+}
+
+/// `delay_ms=N` in the query: a slow container, for requests that must be in flight.
+fn delay_ms(uri: &axum::http::Uri) -> Option<u64> {
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("delay_ms="))?
+        .parse()
+        .ok()
 }
 
 /// Sends the handshake description, then echoes every frame until either side closes.

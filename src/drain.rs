@@ -1,0 +1,85 @@
+//! Whether this process is on its way out. Pingora marks its sessions as shutting down only when
+//! it stops accepting; on a `-u` handover that comes 5 s after SIGQUIT, and until then clients
+//! keep reusing connections that the old process will close when it stops. Watching Pingora's
+//! execution phase instead flags the drain at SIGQUIT, so every answer from then on says
+//! `Connection: close` and clients move their next request to a fresh connection, which the
+//! kernel hands to either process while both accept, and only to the new one afterwards.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use pingora::server::{ExecutionPhase, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use tokio::sync::broadcast;
+
+/// Set once, when the process starts handing over or shutting down; never cleared.
+#[derive(Debug, Default)]
+pub struct Draining(AtomicBool);
+
+impl Draining {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Background task that sets [`Draining`] from Pingora's execution phases.
+pub struct DrainWatcher {
+    draining: Arc<Draining>,
+    /// Taken by the one `start` call; a Mutex only because `start` gets `&self`.
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+impl DrainWatcher {
+    /// `phases` comes from `Server::watch_execution_phase()`, subscribed before the server runs.
+    pub fn new(draining: Arc<Draining>, phases: broadcast::Receiver<ExecutionPhase>) -> Self {
+        DrainWatcher {
+            draining,
+            phases: Mutex::new(Some(phases)),
+        }
+    }
+}
+
+fn starts_drain(phase: &ExecutionPhase) -> bool {
+    matches!(
+        phase,
+        ExecutionPhase::GracefulUpgradeTransferringFds
+            | ExecutionPhase::GracefulUpgradeCloseTimeout
+            | ExecutionPhase::GracefulTerminate
+            | ExecutionPhase::ShutdownStarted
+    )
+}
+
+#[async_trait]
+impl BackgroundService for DrainWatcher {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let phases = self.phases.lock().ok().and_then(|mut p| p.take());
+        let Some(mut phases) = phases else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                phase = phases.recv() => match phase {
+                    Ok(phase) if starts_drain(&phase) => {
+                        log::info!("draining: answers now close their connections ({phase:?})");
+                        self.draining.set();
+                        return;
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                // Shutdown without a phase seen first (the channel lagged): drain all the same.
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        self.draining.set();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}

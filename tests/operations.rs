@@ -1,0 +1,542 @@
+//! Operations: what SIGTERM and a `-u` binary upgrade do to requests and WebSockets (measured on
+//! the real binary), JSON log lines, and the `--probe` health check.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream as StdTcpStream};
+use std::path::Path;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{session, sessions_toml, Router, RouterOptions, Upstream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{client_async, WebSocketStream};
+
+type Ws = WebSocketStream<TcpStream>;
+
+fn one_session(up: &Upstream) -> String {
+    sessions_toml(
+        &[session("acme-t1", "c1")],
+        &[("c1", Some(up.addr), "running")],
+    )
+}
+
+/// Opens a WebSocket through the router the way Vite's client does from a path-mode page:
+/// `vite-hmr` with the token for the HMR socket, `vite-ping` without it for the reconnect probe.
+async fn connect_ws(proxy: SocketAddr, protocol: &str) -> Result<Ws, String> {
+    let host = format!("edit.acme.localhost:{}", proxy.port());
+    let query = if protocol == "vite-hmr" {
+        "?token=tok"
+    } else {
+        ""
+    };
+    let mut req = format!("ws://{host}/{query}")
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let headers = req.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        protocol.parse().map_err(|_| "protocol")?,
+    );
+    headers.insert("cookie", "sr_session=t1".parse().map_err(|_| "cookie")?);
+    let tcp = TcpStream::connect(proxy).await.map_err(|e| e.to_string())?;
+    let (ws, _) = client_async(req, tcp).await.map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+/// Opens the HMR socket and reads the upstream's hello.
+async fn connect_hmr(proxy: SocketAddr) -> Ws {
+    let mut ws = connect_ws(proxy, "vite-hmr").await.expect("hmr upgrade");
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(Some(Ok(Message::Text(_)))) => ws,
+        other => panic!("no hello from upstream: {other:?}"),
+    }
+}
+
+/// Waits for the end of a WebSocket: the close code when a close frame came, else what did.
+async fn socket_end(ws: &mut Ws, limit: Duration) -> Result<CloseCode, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => return Ok(frame.code),
+            Ok(Some(Ok(Message::Close(None)))) => return Err("close frame without code".into()),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(e))) => return Err(format!("error without close frame: {e}")),
+            Ok(None) => return Err("stream ended without close frame".into()),
+            Err(_) => return Err(format!("still open after {limit:?}")),
+        }
+    }
+}
+
+/// A raw HTTP/1.1 keep-alive connection that has completed one request and now sits idle.
+fn idle_keepalive_connection(proxy: SocketAddr) -> StdTcpStream {
+    let mut s = StdTcpStream::connect(proxy).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET /session/t1/idle HTTP/1.1\r\nHost: edit.acme.localhost\r\nCookie: sr_session=t1\r\n\r\n"
+    )
+    .expect("write");
+    // Read the head, then exactly Content-Length bytes of body.
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).expect("head");
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).expect("body");
+    s
+}
+
+/// Polls until connecting to `addr` is refused; when, measured from `since`.
+fn refused_after(addr: SocketAddr, since: Instant, limit: Duration) -> Option<Duration> {
+    while since.elapsed() < limit {
+        match StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return Some(since.elapsed())
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_drains_in_flight_requests_closes_websockets_and_exits_in_time() {
+    const GRACE: u64 = 3;
+    const SHUTDOWN_TIMEOUT: u64 = 2;
+    let up = Upstream::start("slow").await;
+    let mut router = Router::start(
+        &one_session(&up),
+        RouterOptions {
+            grace_period_seconds: GRACE,
+            graceful_shutdown_timeout_seconds: SHUTDOWN_TIMEOUT,
+            ..RouterOptions::default()
+        },
+    );
+    let proxy = router.proxy;
+    let mut idle = idle_keepalive_connection(proxy);
+    let mut ws = connect_hmr(proxy).await;
+
+    // Four requests that need 1.5 s at the container, and one that needs longer than the grace.
+    let hits_before = up.hits();
+    let spawn_get = |delay_ms: u64| {
+        let client = router.client();
+        let url = router.url(
+            "edit.acme.localhost",
+            &format!("/session/t1/slow?delay_ms={delay_ms}"),
+        );
+        tokio::spawn(async move {
+            let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+            let connection = resp
+                .headers()
+                .get("connection")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let status = resp.status().as_u16();
+            resp.text().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, connection, Instant::now()))
+        })
+    };
+    let in_flight: Vec<_> = (0..4).map(|_| spawn_get(1500)).collect();
+    let too_slow = spawn_get(8000);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.hits() < hits_before + 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(up.hits(), hits_before + 5, "all five reached the container");
+
+    let term = Instant::now();
+    router.signal(libc::SIGTERM);
+
+    // New connections: refused as soon as the listener closes, at the start of the grace period.
+    let refused = tokio::task::spawn_blocking(move || {
+        refused_after(proxy, term, Duration::from_secs(GRACE + 2))
+    });
+    // An idle keep-alive connection is closed by the router, not left to race a new request.
+    let idle_closed = tokio::task::spawn_blocking(move || {
+        let mut b = [0u8; 1];
+        let n = idle.read(&mut b);
+        (matches!(n, Ok(0)), term.elapsed())
+    });
+    // The open WebSocket gets a close frame with 1001 Going Away.
+    let ws_end = socket_end(&mut ws, Duration::from_secs(GRACE + 2)).await;
+    let ws_closed = term.elapsed();
+
+    let mut finished = Vec::new();
+    for task in in_flight {
+        let (status, connection, at) = task.await.expect("join").expect("in-flight request");
+        assert_eq!(status, 200);
+        assert_eq!(
+            connection.as_deref(),
+            Some("close"),
+            "answered during drain"
+        );
+        finished.push(at.duration_since(term));
+    }
+    let too_slow = too_slow.await.expect("join");
+    let too_slow_end = term.elapsed();
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = router.wait_exit(Duration::from_secs(GRACE + SHUTDOWN_TIMEOUT + 3));
+        (status, term.elapsed(), router)
+    });
+    let (status, exited, router) = exit.await.expect("join");
+    let refused = refused.await.expect("join");
+    let (idle_eof, idle_at) = idle_closed.await.expect("join");
+
+    println!(
+        "SIGTERM (grace {GRACE}s, shutdown timeout {SHUTDOWN_TIMEOUT}s): listener refused after \
+         {refused:?}; idle keep-alive closed (eof={idle_eof}) after {idle_at:?}; websocket \
+         {ws_end:?} after {ws_closed:?}; 4 in-flight finished after {finished:?}; request \
+         longer than the grace: {too_slow:?} after {too_slow_end:?}; exited {status:?} after \
+         {exited:?}"
+    );
+    let log = router.log();
+    let refused = refused.expect("new connections refused");
+    assert!(refused < Duration::from_secs(1), "{refused:?}");
+    assert!(idle_eof && idle_at < Duration::from_secs(1), "{idle_at:?}");
+    assert_eq!(ws_end, Ok(CloseCode::Away), "{log}");
+    assert!(ws_closed < Duration::from_secs(1), "{ws_closed:?}");
+    assert!(
+        too_slow.is_err(),
+        "a request longer than the grace period is cut: {too_slow:?}"
+    );
+    assert!(
+        too_slow_end >= Duration::from_secs(GRACE) - Duration::from_millis(200),
+        "cut before the grace period ended: {too_slow_end:?}"
+    );
+    let status = status.expect("exited");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        exited >= Duration::from_secs(GRACE) - Duration::from_millis(200)
+            && exited <= Duration::from_secs(GRACE + SHUTDOWN_TIMEOUT + 1),
+        "{exited:?}"
+    );
+}
+
+/// The second process of a handover: killed on drop if the test ends early.
+struct Successor(Child);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// What one load client saw.
+#[derive(Default)]
+struct LoadStats {
+    ok: AtomicUsize,
+    /// Transport errors before any response, on a GET, retried once.
+    retried: AtomicUsize,
+    failed: AtomicUsize,
+    errors: Mutex<Vec<String>>,
+    /// (start, end) of every request.
+    spans: Mutex<Vec<(Instant, Instant)>>,
+}
+
+async fn load_client(url: String, proxy: SocketAddr, stop: Arc<AtomicBool>, stats: Arc<LoadStats>) {
+    const MAX_PER_CLIENT: usize = 5_000;
+    let client = common::client_for(proxy);
+    for _ in 0..MAX_PER_CLIENT {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let start = Instant::now();
+        let mut result = client.get(&url).send().await;
+        if let Err(e) = &result {
+            // A GET whose connection closed before any response is retried once, as browsers
+            // and most HTTP clients do for idempotent requests (RFC 9110 9.2.2).
+            stats.retried.fetch_add(1, Ordering::Relaxed);
+            stats.errors.lock().expect("lock").push(format!("{e:?}"));
+            result = client.get(&url).send().await;
+        }
+        let ok = match result {
+            Ok(resp) => resp.status() == 200 && resp.text().await.is_ok(),
+            Err(_) => false,
+        };
+        let counter = if ok { &stats.ok } else { &stats.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
+        stats
+            .spans
+            .lock()
+            .expect("lock")
+            .push((start, Instant::now()));
+    }
+}
+
+fn wait_for_log(path: &Path, needle: &str, limit: Duration) -> Option<Instant> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path).is_ok_and(|l| l.contains(needle)) {
+            return Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn count_access_lines(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains(" access] request"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_handover_loses_no_request_and_closes_websockets_cleanly() {
+    const CLIENTS: usize = 8;
+    let up = Upstream::start("steady").await;
+    let mut old = Router::start(
+        &one_session(&up),
+        RouterOptions {
+            grace_period_seconds: 2,
+            graceful_shutdown_timeout_seconds: 1,
+            ..RouterOptions::default()
+        },
+    );
+    let proxy = old.proxy;
+    let mut ws = connect_hmr(proxy).await;
+    let client = old.client();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(LoadStats::default());
+    // Each request spends 20 ms at the container, so the handover always finds some in flight.
+    let url = old.url("edit.acme.localhost", "/session/t1/load?delay_ms=20");
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(load_client(url.clone(), proxy, stop.clone(), stats.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // 1. The new process starts with -u and waits on the upgrade socket for the listeners.
+    let dir = old.dir.path().to_owned();
+    let successor = Successor(
+        common::router_command(&dir, "router-new.log")
+            .arg("-u")
+            .spawn()
+            .expect("spawn successor"),
+    );
+    let sock = dir.join("upgrade.sock");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sock.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(sock.exists(), "successor never opened the upgrade socket");
+
+    // Two requests that the old process is still serving when it stops accepting, 5 s on.
+    let hits = up.hits();
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            let get = client.get(old.url("edit.acme.localhost", "/session/t1/slow?delay_ms=5800"));
+            tokio::spawn(async move {
+                let resp = get.send().await.map_err(|e| e.to_string())?;
+                let status = resp.status().as_u16();
+                resp.text().await.map_err(|e| e.to_string())?;
+                Ok::<_, String>((status, Instant::now()))
+            })
+        })
+        .collect();
+    while up.hits() < hits + 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // 2. SIGQUIT to the old one: it sends its listening sockets, both accept for 5 s, then the
+    //    old one stops accepting, drains for its grace period and exits.
+    let quit = Instant::now();
+    old.signal(libc::SIGQUIT);
+    let old_log = dir.join("router.log");
+    let broadcast = tokio::task::spawn_blocking(move || {
+        wait_for_log(
+            &old_log,
+            "Broadcasting graceful shutdown",
+            Duration::from_secs(10),
+        )
+    });
+    let ws_end = socket_end(&mut ws, Duration::from_secs(10)).await;
+    let ws_closed = Instant::now();
+    let broadcast = broadcast
+        .await
+        .expect("join")
+        .expect("old process started its shutdown");
+
+    // 3. The dev client's reconnect: a vite-ping socket, then the HMR socket again, which now
+    //    reach the new process.
+    let ping = connect_ws(proxy, "vite-ping").await;
+    let mut again = connect_hmr(proxy).await;
+    again
+        .send(Message::Text("after".into()))
+        .await
+        .expect("send");
+
+    let old_exit = tokio::task::spawn_blocking(move || {
+        let status = old.wait_exit(Duration::from_secs(10));
+        (status, Instant::now(), old)
+    });
+    let (old_status, old_exited, old) = old_exit.await.expect("join");
+    let mut slow_ends = Vec::new();
+    for task in slow {
+        let (status, end) = task
+            .await
+            .expect("join")
+            .expect("slow request across the handover");
+        assert_eq!(status, 200);
+        slow_ends.push(end);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("load client");
+    }
+
+    let spans = stats.spans.lock().expect("lock").clone();
+    let spanning = |t: Instant| spans.iter().filter(|(s, e)| *s <= t && t <= *e).count();
+    let ok = stats.ok.load(Ordering::Relaxed);
+    let failed = stats.failed.load(Ordering::Relaxed);
+    let retried = stats.retried.load(Ordering::Relaxed);
+    let old_served = count_access_lines(&old.log());
+    let new_served = count_access_lines(
+        &std::fs::read_to_string(dir.join("router-new.log")).unwrap_or_default(),
+    );
+    println!(
+        "upgrade: {} requests from {CLIENTS} keep-alive clients, {ok} ok, {failed} failed, \
+         {retried} retried once after a connection closed before any response {:?}; load requests \
+         in flight at SIGQUIT {}, at the old process's shutdown {} (+{:?}), at its exit {} (+{:?}); served \
+         by old {old_served}, by new {new_served}; websocket {ws_end:?} at +{:?}; 2 slow \
+         requests on the old process ended at +{:?}",
+        spans.len(),
+        stats.errors.lock().expect("lock"),
+        spanning(quit),
+        spanning(broadcast),
+        broadcast.duration_since(quit),
+        spanning(old_exited),
+        old_exited.duration_since(quit),
+        ws_closed.duration_since(quit),
+        slow_ends
+            .iter()
+            .map(|e| e.duration_since(quit))
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(failed, 0, "requests lost across the handover");
+    assert!(ok >= 200, "the load ran: {ok}");
+    assert!(
+        slow_ends.iter().all(|e| *e > broadcast),
+        "the slow requests were in flight on the old process when it stopped accepting"
+    );
+    assert!(
+        old_served > 0 && new_served > 0,
+        "{old_served} / {new_served}"
+    );
+    assert!(old_status.is_some_and(|s| s.success()), "{old_status:?}");
+    assert_eq!(ws_end, Ok(CloseCode::Away), "{}", old.log());
+    assert!(ping.is_ok(), "vite-ping reconnect: {ping:?}");
+    match tokio::time::timeout(Duration::from_secs(5), again.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => assert_eq!(t.as_str(), "after"),
+        other => panic!("HMR socket through the new process: {other:?}"),
+    }
+    drop(successor);
+}
+
+#[tokio::test]
+async fn json_log_lines_carry_the_documented_fields() {
+    let up = Upstream::start("json").await;
+    let router = Router::start(
+        &one_session(&up),
+        RouterOptions {
+            extra_toml: "[log]\nformat = \"json\"\n".into(),
+            ..RouterOptions::default()
+        },
+    );
+    let resp = router
+        .client()
+        .get(router.url("edit.acme.localhost", "/session/t1/page?secret=1"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), 200);
+    let mut access = None;
+    for _ in 0..100 {
+        let log = router.log();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect();
+        for line in &lines {
+            for key in ["ts", "level", "target", "msg"] {
+                assert!(line[key].is_string(), "{key} in {line}");
+            }
+        }
+        access = lines.into_iter().find(|l| l["target"] == "access");
+        if access.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let access = access.expect("an access line");
+    assert_eq!(access["msg"], "request");
+    assert_eq!(access["outcome"], "routed");
+    assert_eq!(access["status"], 200);
+    assert_eq!(access["method"], "GET");
+    assert_eq!(
+        access["host"],
+        format!("edit.acme.localhost:{}", router.proxy.port())
+    );
+    assert_eq!(access["path"], "/session/t1/page", "no query in the log");
+    assert!(access["duration_ms"].is_f64(), "{access}");
+    assert_eq!(access["upstream"], up.addr.to_string());
+}
+
+#[test]
+fn unknown_log_format_is_rejected() {
+    let out = Command::new(common::bin())
+        .arg("-t")
+        .env("SESSION_ROUTER__LOG__FORMAT", "xml")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.to_lowercase().contains("format") && err.contains("xml"),
+        "{err}"
+    );
+}
+
+fn probe(url: &str) -> bool {
+    Command::new(common::bin())
+        .args(["--probe", url])
+        .status()
+        .expect("run probe")
+        .success()
+}
+
+#[tokio::test]
+async fn probe_follows_readiness() {
+    let up = Upstream::start("probe").await;
+    let ready = Router::start(&one_session(&up), RouterOptions::default());
+    assert!(probe(&format!("http://{}/readyz", ready.admin)));
+    assert!(!probe(&format!("http://{}/nothing-here", ready.admin)));
+
+    // No sessions file: alive, never ready.
+    let unready = Router::start_without_sessions(RouterOptions {
+        wait_ready: false,
+        ..RouterOptions::default()
+    });
+    assert!(probe(&format!("http://{}/healthz", unready.admin)));
+    assert!(!probe(&format!("http://{}/readyz", unready.admin)));
+}
