@@ -20,3 +20,4 @@ pub mod store;
 pub mod table;
 pub mod upgrades;
 pub mod upstream;
+pub mod ws_socket;

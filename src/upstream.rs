@@ -11,6 +11,7 @@ use pingora::protocols::TcpKeepalive;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::Upstream;
+use crate::ws_socket::ClosableConnector;
 
 /// The container a request goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,29 +78,41 @@ impl PeerFactory {
         }
     }
 
-    /// A plain-HTTP peer for the target. Upgraded connections get no read timeout (an HMR socket
-    /// is silent between edits) and TCP keepalive, so a vanished container is still noticed.
-    pub fn peer(&self, target: &UpstreamTarget, upgrade: bool) -> HttpPeer {
+    /// A plain-HTTP peer for the target, pooled per session and container.
+    pub fn peer(&self, target: &UpstreamTarget) -> HttpPeer {
         let mut peer = HttpPeer::new(target.addr, false, String::new());
         peer.group_key = target.pool_key;
         let opts = &mut peer.options;
         opts.connection_timeout = Some(self.connect_timeout);
         opts.idle_timeout = Some(self.idle_timeout);
-        if upgrade {
-            opts.read_timeout = None;
-            opts.tcp_keepalive = Some(TcpKeepalive {
-                idle: Duration::from_secs(30),
-                interval: Duration::from_secs(10),
-                count: 3,
-                #[cfg(target_os = "linux")]
-                user_timeout: Duration::from_secs(0),
-            });
-        } else {
-            opts.read_timeout = Some(self.read_timeout);
-        }
+        opts.read_timeout = Some(self.read_timeout);
         peer
     }
+
+    /// The peer of a WebSocket upgrade, whose connection is made by the returned connector so
+    /// the router can close it later. No read timeout (an HMR socket is silent between edits)
+    /// and TCP keepalive, so a vanished container is still noticed. A pool of its own, so an
+    /// upgrade never takes a plain pooled connection the connector did not make.
+    pub fn upgrade_peer(&self, target: &UpstreamTarget) -> (HttpPeer, Arc<ClosableConnector>) {
+        let mut peer = self.peer(target);
+        peer.group_key = target.pool_key ^ UPGRADE_POOL;
+        let connector = Arc::new(ClosableConnector::new(self.connect_timeout));
+        let opts = &mut peer.options;
+        opts.read_timeout = None;
+        opts.custom_l4 = Some(connector.clone());
+        opts.tcp_keepalive = Some(TcpKeepalive {
+            idle: Duration::from_secs(30),
+            interval: Duration::from_secs(10),
+            count: 3,
+            #[cfg(target_os = "linux")]
+            user_timeout: Duration::from_secs(0),
+        });
+        (peer, connector)
+    }
 }
+
+/// Flips the pool key of upgrade peers away from the plain pool of the same session.
+const UPGRADE_POOL: u64 = 0x5753_5550_4752_4144;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,6 @@
 //! Per-request state of the proxy and the downstream connection limits it applies.
 
-use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::ListenSection;
@@ -8,6 +8,7 @@ use crate::outcome::Outcome;
 use crate::pages::RequestKind;
 use crate::routing::Target;
 use crate::upstream::UpstreamTarget;
+use crate::ws_socket::ClosableConnector;
 
 /// Per-request state, carried from routing through to logging.
 pub struct RequestCtx {
@@ -21,8 +22,9 @@ pub struct RequestCtx {
     /// A connect failed and the one retry, with a fresh store read, is due.
     pub(super) retry_pending: bool,
     pub(super) retried: bool,
-    /// A duplicate of an upgrade's upstream socket, until the upgrade is registered.
-    pub(super) upstream_socket: Option<OwnedFd>,
+    /// What made an upgrade's upstream connection, holding its close handle until the
+    /// upgrade is registered.
+    pub(super) upgrade_connector: Option<Arc<ClosableConnector>>,
     pub(super) upgrade_id: Option<u64>,
 }
 
@@ -59,7 +61,7 @@ impl RequestCtx {
             upgraded: false,
             retry_pending: false,
             retried: false,
-            upstream_socket: None,
+            upgrade_connector: None,
             upgrade_id: None,
         }
     }

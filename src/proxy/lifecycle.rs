@@ -13,15 +13,15 @@ use crate::table::Resolution;
 impl SessionProxy {
     /// Lets the upgrade watcher close this connection if its session moves elsewhere.
     pub(super) fn register_upgrade(&self, ctx: &mut RequestCtx) {
-        let (Some(socket), Some(upstream), Some(target)) =
-            (ctx.upstream_socket.take(), &ctx.upstream, &ctx.target)
+        let close = ctx.upgrade_connector.take().and_then(|c| c.connected());
+        let (Some(close), Some(upstream), Some(target)) = (close, &ctx.upstream, &ctx.target)
         else {
             return;
         };
         let key = self.resolver.session_key(&target.client, &target.thread);
         let id = self
             .upgrades
-            .register(key, upstream.container_id.clone(), upstream.addr, socket);
+            .register(key, upstream.container_id.clone(), upstream.addr, close);
         ctx.upgrade_id = Some(id);
     }
 

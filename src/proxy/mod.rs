@@ -7,14 +7,12 @@ mod headers;
 mod lifecycle;
 mod respond;
 
-use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use http::header::{HOST, REFERER, SET_COOKIE};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::Digest;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
@@ -263,9 +261,12 @@ impl ProxyHttp for SessionProxy {
                 "upstream_peer without a resolved route",
             )
         })?;
-        Ok(Box::new(
-            self.peers.peer(upstream, session.is_upgrade_req()),
-        ))
+        if !session.is_upgrade_req() {
+            return Ok(Box::new(self.peers.peer(upstream)));
+        }
+        let (peer, connector) = self.peers.upgrade_peer(upstream);
+        ctx.upgrade_connector = Some(connector);
+        Ok(Box::new(peer))
     }
 
     async fn upstream_request_filter(
@@ -383,24 +384,6 @@ impl ProxyHttp for SessionProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
-    }
-
-    async fn connected_to_upstream(
-        &self,
-        session: &mut Session,
-        _reused: bool,
-        _peer: &HttpPeer,
-        fd: RawFd,
-        _digest: Option<&Digest>,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if session.is_upgrade_req() {
-            // SAFETY: Pingora hands over the descriptor of the connection it just made, open for
-            // the duration of this call; it is only duplicated here, never closed.
-            let socket = unsafe { BorrowedFd::borrow_raw(fd) };
-            ctx.upstream_socket = socket.try_clone_to_owned().ok();
-        }
-        Ok(())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
