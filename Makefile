@@ -12,7 +12,7 @@ run: deps
 
 # Everything CI runs. Benches run once each as smoke tests first; the browser suite runs last.
 test: deps lint check-config ops-check fuzz-smoke
-	$(CARGO) test --bench route_lookup
+	$(CARGO) test --benches
 	$(CARGO) test
 	$(MAKE) --no-print-directory e2e
 
@@ -52,7 +52,7 @@ fuzz: deps
 	$(FUZZ_RUN) -- -max_total_time=$${FUZZ_SECONDS:-3600}
 
 bench: deps
-	$(CARGO) bench --bench route_lookup
+	$(CARGO) bench
 
 # The browser suite (tests/e2e): the router binary, real Astro dev servers under Node 22 and
 # Debian's Chromium driven by playwright-core. Chromium and the pinned npm packages are installed

@@ -221,7 +221,12 @@ allowed_cidrs = {cidrs}
 
     /// Polls an admin path until it answers `status`, for at most 10 s.
     pub fn wait_for(&self, path: &str, status: u16) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_within(path, status, Duration::from_secs(10));
+    }
+
+    /// Polls an admin path until it answers `status`, for at most `limit`.
+    pub fn wait_for_within(&self, path: &str, status: u16, limit: Duration) {
+        let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if admin_status(self.admin, path) == Some(status) {
                 return;
@@ -229,6 +234,10 @@ allowed_cidrs = {cidrs}
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("{path} never answered {status}; log:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn sessions_path(&self) -> PathBuf {
