@@ -199,10 +199,7 @@ async fn echo(ws: &mut Ws) -> Result<(), String> {
 
 async fn measure_websockets(wanted: usize, idle: Duration) {
     let upstream = UpstreamProcess::start();
-    let sessions = common::sessions_toml(
-        &[common::session("acme-t1", "c1")],
-        &[("c1", Some(upstream.addr), "running")],
-    );
+    let sessions = common::one_session(Some(upstream.addr), "running");
     let (router, _) = start_router(&sessions);
     // Each proxied WebSocket holds two descriptors in the router: the browser's and the
     // container's. The router inherits this process's limit.

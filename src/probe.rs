@@ -43,11 +43,12 @@ pub fn probe(url: &str, timeout: Duration) -> Result<(), ProbeError> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
+    // One write: a request sent in pieces can meet a server that answers after the first one.
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: session-router-probe\r\n\
          Connection: close\r\n\r\n"
-    )?;
+    );
+    stream.write_all(request.as_bytes())?;
 
     let mut head = Vec::with_capacity(512);
     let mut chunk = [0u8; 512];
@@ -84,10 +85,15 @@ mod tests {
         let url = format!("http://{}/readyz", listener.local_addr().expect("addr"));
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().expect("accept");
-            let mut req = [0u8; 1024];
-            let n = s.read(&mut req).expect("read");
+            let mut req = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !req.ends_with(b"\r\n\r\n") {
+                let n = s.read(&mut chunk).expect("read");
+                assert!(n > 0, "request ended early: {req:?}");
+                req.extend_from_slice(&chunk[..n]);
+            }
             s.write_all(reply).expect("write");
-            String::from_utf8_lossy(&req[..n]).into_owned()
+            String::from_utf8_lossy(&req).into_owned()
         });
         (url, server)
     }

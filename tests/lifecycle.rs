@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{session, sessions_toml, Router, RouterOptions, Upstream};
+use common::{one_session, session, sessions_toml, Router, RouterOptions, Upstream};
 use serde_json::Value;
 
 /// A router that only learns of changes by itself: no full refresh during the test.
@@ -19,10 +19,6 @@ fn no_refresh() -> RouterOptions {
         max_staleness: "2h",
         ..RouterOptions::default()
     }
-}
-
-fn one_session(addr: Option<SocketAddr>, status: &str) -> String {
-    sessions_toml(&[session("acme-t1", "c1")], &[("c1", addr, status)])
 }
 
 #[tokio::test]

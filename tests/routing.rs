@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{session, sessions_toml, Router, RouterOptions, Session, Upstream};
+use common::{one_session, session, sessions_toml, Router, RouterOptions, Session, Upstream};
 use serde_json::Value;
 
 struct Fixture {
@@ -243,10 +243,7 @@ async fn trusted_balancer_forwarding_headers_are_extended() {
         listen_extra: "trusted_proxies = [\"127.0.0.0/8\"]".into(),
         ..RouterOptions::default()
     };
-    let sessions = sessions_toml(
-        &[session("acme-t1", "c1")],
-        &[("c1", Some(up.addr), "running")],
-    );
+    let sessions = one_session(Some(up.addr), "running");
     let router = Router::start(&sessions, opts);
     let from_alb = [
         ("x-forwarded-for", "203.0.113.7"),

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{session, sessions_toml, Router, RouterOptions, Upstream};
+use common::{one_session, session, sessions_toml, Router, RouterOptions, Upstream};
 use serde_json::Value;
 
 async fn upstream_of(router: &Router, host: &str, path: &str) -> Result<String, u16> {
@@ -43,10 +43,7 @@ async fn edits_are_routed_after_the_next_refresh() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let router = Router::start(
-        &sessions_toml(
-            &[session("acme-t1", "c1")],
-            &[("c1", Some(a.addr), "running")],
-        ),
+        &one_session(Some(a.addr), "running"),
         RouterOptions::default(),
     );
     assert_eq!(
@@ -78,10 +75,7 @@ async fn edits_are_routed_after_the_next_refresh() {
 async fn broken_file_keeps_the_last_good_table() {
     let a = Upstream::start("a").await;
     let router = Router::start(
-        &sessions_toml(
-            &[session("acme-t1", "c1")],
-            &[("c1", Some(a.addr), "running")],
-        ),
+        &one_session(Some(a.addr), "running"),
         RouterOptions::default(),
     );
     router.write_sessions("[sessions.\"acme-t1\"\ncontainer_id = ");
@@ -122,13 +116,7 @@ async fn concurrent_misses_make_one_store_lookup() {
         max_staleness: "2h",
         ..RouterOptions::default()
     };
-    let router = Router::start(
-        &sessions_toml(
-            &[session("acme-t1", "c1")],
-            &[("c1", Some(a.addr), "running")],
-        ),
-        opts,
-    );
+    let router = Router::start(&one_session(Some(a.addr), "running"), opts);
     // Written after the only full load: the table does not know it, the file does.
     router.write_sessions(&sessions_toml(
         &[session("acme-t1", "c1"), session("acme-fresh", "c1")],
@@ -155,10 +143,7 @@ async fn readiness_follows_the_first_load() {
     };
     let router = Router::start_without_sessions(opts);
     router.wait_for("/readyz", 503);
-    router.write_sessions(&sessions_toml(
-        &[session("acme-t1", "c1")],
-        &[("c1", Some(a.addr), "running")],
-    ));
+    router.write_sessions(&one_session(Some(a.addr), "running"));
     router.wait_for("/readyz", 200);
     router.wait_for("/healthz", 200);
     router.wait_for("/nope", 404);
@@ -178,9 +163,6 @@ async fn readiness_follows_the_first_load() {
         .metric("session_router_route_lookups_total{result=\"stale\"}")
         .await;
     assert!(stale >= 1.0, "stale lookups counted: {stale}");
-    router.write_sessions(&sessions_toml(
-        &[session("acme-t1", "c1")],
-        &[("c1", Some(a.addr), "running")],
-    ));
+    router.write_sessions(&one_session(Some(a.addr), "running"));
     router.wait_for("/readyz", 200);
 }

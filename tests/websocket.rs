@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{session, sessions_toml, Router, RouterOptions, Upstream};
+use common::{one_session, Router, RouterOptions, Upstream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -17,10 +17,7 @@ type Ws = WebSocketStream<TcpStream>;
 
 async fn setup(read_timeout: &'static str, websocket_idle: Option<&str>) -> (Router, Upstream) {
     let up = Upstream::start("hmr").await;
-    let sessions = sessions_toml(
-        &[session("acme-t1", "c1")],
-        &[("c1", Some(up.addr), "running")],
-    );
+    let sessions = one_session(Some(up.addr), "running");
     let opts = RouterOptions {
         read_timeout,
         listen_extra: websocket_idle
@@ -156,10 +153,7 @@ async fn sockets_to_a_replaced_container_close_and_reconnect_to_the_new_one() {
     let (mut ws, hello) = connect_hmr(&router).await;
     assert_eq!(hello["upstream"], "hmr");
 
-    router.write_sessions(&sessions_toml(
-        &[session("acme-t1", "c1")],
-        &[("c1", Some(new.addr), "running")],
-    ));
+    router.write_sessions(&one_session(Some(new.addr), "running"));
     let changed = std::time::Instant::now();
     let end = tokio::time::timeout(Duration::from_secs(5), ws.next()).await;
     let waited = changed.elapsed();

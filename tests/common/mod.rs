@@ -39,6 +39,11 @@ pub fn session<'a>(key: &'a str, container: &'a str) -> Session<'a> {
     }
 }
 
+/// A sessions.toml of one session, acme's thread t1, on container c1 at `addr` in `status`.
+pub fn one_session(addr: Option<SocketAddr>, status: &str) -> String {
+    sessions_toml(&[session("acme-t1", "c1")], &[("c1", addr, status)])
+}
+
 /// Renders a sessions.toml.
 pub fn sessions_toml(
     sessions: &[Session<'_>],

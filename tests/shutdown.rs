@@ -1,17 +1,17 @@
-//! Operations: what SIGTERM and a `-u` binary upgrade do to requests and WebSockets (measured on
-//! the real binary), JSON log lines, and the `--probe` health check.
+//! Shutdown and upgrade: what SIGTERM and a `-u` binary upgrade do to requests and WebSockets,
+//! measured on the real binary.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{session, sessions_toml, Router, RouterOptions, Upstream};
+use common::{one_session, Router, RouterOptions, Upstream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -20,13 +20,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{client_async, WebSocketStream};
 
 type Ws = WebSocketStream<TcpStream>;
-
-fn one_session(up: &Upstream) -> String {
-    sessions_toml(
-        &[session("acme-t1", "c1")],
-        &[("c1", Some(up.addr), "running")],
-    )
-}
 
 /// Opens a WebSocket through the router the way Vite's client does from a path-mode page:
 /// `vite-hmr` with the token for the HMR socket, `vite-ping` without it for the reconnect probe.
@@ -124,7 +117,7 @@ async fn sigterm_drains_in_flight_requests_closes_websockets_and_exits_in_time()
     const SHUTDOWN_TIMEOUT: u64 = 2;
     let up = Upstream::start("slow").await;
     let mut router = Router::start(
-        &one_session(&up),
+        &one_session(Some(up.addr), "running"),
         RouterOptions {
             grace_period_seconds: GRACE,
             graceful_shutdown_timeout_seconds: SHUTDOWN_TIMEOUT,
@@ -305,7 +298,7 @@ async fn upgrade_handover_loses_no_request_and_closes_websockets_cleanly() {
     const CLIENTS: usize = 8;
     let up = Upstream::start("steady").await;
     let mut old = Router::start(
-        &one_session(&up),
+        &one_session(Some(up.addr), "running"),
         RouterOptions {
             grace_period_seconds: 2,
             graceful_shutdown_timeout_seconds: 1,
@@ -451,92 +444,4 @@ async fn upgrade_handover_loses_no_request_and_closes_websockets_cleanly() {
         other => panic!("HMR socket through the new process: {other:?}"),
     }
     drop(successor);
-}
-
-#[tokio::test]
-async fn json_log_lines_carry_the_documented_fields() {
-    let up = Upstream::start("json").await;
-    let router = Router::start(
-        &one_session(&up),
-        RouterOptions {
-            extra_toml: "[log]\nformat = \"json\"\n".into(),
-            ..RouterOptions::default()
-        },
-    );
-    let resp = router
-        .client()
-        .get(router.url("edit.acme.localhost", "/session/t1/page?secret=1"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(resp.status(), 200);
-    let mut access = None;
-    for _ in 0..100 {
-        let log = router.log();
-        let lines: Vec<serde_json::Value> = log
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect();
-        for line in &lines {
-            for key in ["ts", "level", "target", "msg"] {
-                assert!(line[key].is_string(), "{key} in {line}");
-            }
-        }
-        access = lines.into_iter().find(|l| l["target"] == "access");
-        if access.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let access = access.expect("an access line");
-    assert_eq!(access["msg"], "request");
-    assert_eq!(access["outcome"], "routed");
-    assert_eq!(access["status"], 200);
-    assert_eq!(access["method"], "GET");
-    assert_eq!(
-        access["host"],
-        format!("edit.acme.localhost:{}", router.proxy.port())
-    );
-    assert_eq!(access["path"], "/session/t1/page", "no query in the log");
-    assert!(access["duration_ms"].is_f64(), "{access}");
-    assert_eq!(access["upstream"], up.addr.to_string());
-}
-
-#[test]
-fn unknown_log_format_is_rejected() {
-    let out = Command::new(common::bin())
-        .arg("-t")
-        .env("SESSION_ROUTER__LOG__FORMAT", "xml")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.to_lowercase().contains("format") && err.contains("xml"),
-        "{err}"
-    );
-}
-
-fn probe(url: &str) -> bool {
-    Command::new(common::bin())
-        .args(["--probe", url])
-        .status()
-        .expect("run probe")
-        .success()
-}
-
-#[tokio::test]
-async fn probe_follows_readiness() {
-    let up = Upstream::start("probe").await;
-    let ready = Router::start(&one_session(&up), RouterOptions::default());
-    assert!(probe(&format!("http://{}/readyz", ready.admin)));
-    assert!(!probe(&format!("http://{}/nothing-here", ready.admin)));
-
-    // No sessions file: alive, never ready.
-    let unready = Router::start_without_sessions(RouterOptions {
-        wait_ready: false,
-        ..RouterOptions::default()
-    });
-    assert!(probe(&format!("http://{}/healthz", unready.admin)));
-    assert!(!probe(&format!("http://{}/readyz", unready.admin)));
 }
