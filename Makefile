@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps lint check-config bench fuzz-smoke fuzz
+.PHONY: run test deps lint check-config bench bench-load bench-profile fuzz-smoke fuzz
 
 run: deps
 	$(CARGO) run --release --
@@ -51,3 +51,13 @@ fuzz: deps
 
 bench: deps
 	$(CARGO) bench --bench route_lookup
+
+# Side by side under load: direct, the router, a bare Pingora proxy, nginx and HAProxy, one
+# table (bench/run.sh; BENCH_ARGS passes options, e.g. BENCH_ARGS="--access-log on").
+bench-load: deps
+	bench/run.sh $(BENCH_ARGS)
+
+# Where one proxy's time goes per request: syscalls, allocations, perf symbols, instructions.
+PROFILE_ARGS ?= --proxy router --proxy bare --proxy nginx --tool syscalls --tool allocs --tool callgrind
+bench-profile: deps
+	BENCH_SCRIPT=bench/profile.py bench/run.sh $(PROFILE_ARGS)
