@@ -31,6 +31,7 @@ use crate::upstream::PeerFactory;
 
 use headers::{
     affinity_cookie, cookie_value, request_kind, set_forwarding_headers, strip_cookie, Forwarded,
+    X_FORWARDED_PROTO,
 };
 use respond::write_answer;
 
@@ -101,7 +102,7 @@ impl SessionProxy {
         let forwarded_https = session
             .req_header()
             .headers
-            .get("x-forwarded-proto")
+            .get(&X_FORWARDED_PROTO)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         // Marking the cookie Secure is only ever stricter, so the balancer's word is enough here.
         forwarded_https || session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -125,7 +126,7 @@ impl SessionProxy {
             original: session.req_header(),
         };
         let prefix = (target.via != Via::Host).then(|| format!("/session/{}", target.thread));
-        set_forwarding_headers(req, &from, prefix.as_deref())
+        set_forwarding_headers(req, &from, prefix)
     }
 
     fn log_access(
@@ -136,8 +137,11 @@ impl SessionProxy {
         status: u16,
         elapsed: Duration,
     ) {
+        // Checked first so that nothing is formatted or allocated when access logging is off.
+        if !log::log_enabled!(target: "access", log::Level::Info) {
+            return;
+        }
         let req = session.req_header();
-        let upstream = ctx.upstream.as_ref().map(|u| u.addr);
         log::info!(
             target: "access",
             "outcome={} status={} method={} host={} path={} duration_ms={:.3} upstream={}",
@@ -147,8 +151,20 @@ impl SessionProxy {
             req.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("-"),
             req.uri.path(),
             elapsed.as_secs_f64() * 1000.0,
-            upstream.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            OrDash(ctx.upstream.as_ref().map(|u| u.addr)),
         );
+    }
+}
+
+/// Displays a value, or `-` when there is none, without building a string first.
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 
