@@ -10,6 +10,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use thiserror::Error;
 
+use crate::access_log::AccessLogFlusher;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
@@ -101,6 +102,10 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         upgrades.clone(),
         health,
     );
+    let flusher = background_service(
+        "access log flush",
+        AccessLogFlusher::new(proxy.access_log()),
+    );
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "session proxy");
     proxy_service.add_tcp(&config.listen.proxy.to_string());
@@ -116,5 +121,6 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(refresher);
     server.add_service(watcher);
     server.add_service(checker);
+    server.add_service(flusher);
     Ok(server)
 }

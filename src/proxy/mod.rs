@@ -19,6 +19,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access_log::{AccessLog, DEFAULT_BUFFER_BYTES};
 use crate::config::{Routing, Upstream};
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -48,6 +49,7 @@ pub struct SessionProxy {
     peers: PeerFactory,
     metrics: Arc<Metrics>,
     limits: DownstreamLimits,
+    access_log: Arc<AccessLog>,
 }
 
 impl SessionProxy {
@@ -61,6 +63,7 @@ impl SessionProxy {
         health: Arc<Health>,
     ) -> Self {
         SessionProxy {
+            access_log: Arc::new(AccessLog::new(DEFAULT_BUFFER_BYTES)),
             health,
             upgrades,
             identity_header: upstream.identity_header.clone(),
@@ -70,6 +73,11 @@ impl SessionProxy {
             metrics,
             limits,
         }
+    }
+
+    /// The access log this proxy writes, for the service that flushes it.
+    pub fn access_log(&self) -> Arc<AccessLog> {
+        self.access_log.clone()
     }
 
     fn classify(&self, req: &RequestHeader) -> Result<Target, Reject> {
@@ -138,21 +146,23 @@ impl SessionProxy {
         elapsed: Duration,
     ) {
         // Checked first so that nothing is formatted or allocated when access logging is off.
-        if !log::log_enabled!(target: "access", log::Level::Info) {
+        if !AccessLog::enabled() {
             return;
         }
         let req = session.req_header();
-        log::info!(
-            target: "access",
+        self.access_log.line(format_args!(
             "outcome={} status={} method={} host={} path={} duration_ms={:.3} upstream={}",
             outcome.label(),
             status,
             req.method,
-            req.headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("-"),
+            req.headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("-"),
             req.uri.path(),
             elapsed.as_secs_f64() * 1000.0,
             OrDash(ctx.upstream.as_ref().map(|u| u.addr)),
-        );
+        ));
     }
 }
 
