@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps lint check-config bench bench-load bench-profile fuzz-smoke fuzz
+.PHONY: run test deps lint check-config bench bench-load bench-profile bench-chart fuzz-smoke fuzz
 
 run: deps
 	$(CARGO) run --release --
@@ -61,3 +61,10 @@ bench-load: deps
 PROFILE_ARGS ?= --proxy router --proxy bare --proxy nginx --tool syscalls --tool allocs --tool callgrind
 bench-profile: deps
 	BENCH_SCRIPT=bench/profile.py bench/run.sh $(PROFILE_ARGS)
+
+# The last load run (target/bench/load.json) as a PNG; matplotlib lives in .venv-bench.
+BENCH_VENV := .venv-bench
+bench-chart:
+	@[ -x $(BENCH_VENV)/bin/python ] || python3 -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(BENCH_VENV)/bin/pip install -q matplotlib
+	$(BENCH_VENV)/bin/python bench/chart.py $(CHART_ARGS)

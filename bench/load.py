@@ -35,6 +35,27 @@ PATH = "/session/hello/x"
 # 1 KiB of body, newline included, so a response is one small write for every server.
 BODY = "x" * 1023 + "\n"
 DEFAULT_PROXIES = ["direct", "router", "bare", "nginx", "haproxy"]
+# `--headers browser`: what a browser sends for a dev-server asset, so header handling is
+# measured at a realistic size too (wrk alone sends only Host).
+BROWSER_HEADERS = [
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36",
+    "Accept: */*",
+    "Accept-Encoding: gzip, deflate, br, zstd",
+    "Accept-Language: en-US,en;q=0.9",
+    f"Referer: http://{HOST}/session/hello/",
+    "Sec-Fetch-Dest: script",
+    "Sec-Fetch-Mode: no-cors",
+    "Sec-Fetch-Site: same-origin",
+    'Sec-Ch-Ua: "Chromium";v="126", "Not.A/Brand";v="24"',
+    "Sec-Ch-Ua-Platform: \"Linux\"",
+    "Cookie: theme=dark; editor_tab=preview",
+]
+
+
+def wrk_headers(args):
+    headers = [f"Host: {HOST}"] + (BROWSER_HEADERS if args.headers == "browser" else [])
+    return sum((["-H", h] for h in headers), [])
 
 
 class RunError(Exception):
@@ -441,7 +462,7 @@ def wrk(args, port, seconds, latency):
     argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "2s"]
     if latency:
         argv.append("--latency")
-    argv += ["-H", f"Host: {HOST}", f"http://127.0.0.1:{port}{PATH}"]
+    argv += wrk_headers(args) + [f"http://127.0.0.1:{port}{PATH}"]
     if args.load_cpu is not None:
         argv = ["taskset", "-c", str(args.load_cpu)] + argv
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15)
@@ -606,7 +627,8 @@ def print_table(summary, baseline, args):
     print()
     print(
         f"{args.connections} connections, 1 wrk thread, {args.duration} s per run after {args.warmup} s "
-        f"warm-up, {args.rounds} round(s), access logs {args.access_log}; "
+        f"warm-up, {args.rounds} round(s), access logs {args.access_log}, "
+        f"{args.headers} request headers; "
         f"medians, (×{baseline}: median ratio [min–max] of same-round ratios)"
     )
     header = f"{'proxy':<16}" + "".join(f"{c[0]:>30}" for c in cols)
@@ -637,6 +659,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--access-log", choices=["off", "on"], default="off")
+    ap.add_argument(
+        "--headers",
+        choices=["minimal", "browser"],
+        default="minimal",
+        help="request headers: Host only (wrk's default), or a browser's dozen",
+    )
     ap.add_argument("--baseline", default="nginx")
     ap.add_argument("--out", default=str(ROOT / "target/bench"))
     ap.add_argument("--tag", default="", help="suffix for the output file names")

@@ -38,7 +38,7 @@ class Window:
         self.upstream = upstream
         total = args.warmup + args.seconds + 4
         argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{total}s", "--timeout", "5s",
-                "-H", f"Host: {load.HOST}", f"http://127.0.0.1:{port}{load.PATH}"]
+                *load.wrk_headers(args), f"http://127.0.0.1:{port}{load.PATH}"]
         if args.load_cpu is not None:
             argv = ["taskset", "-c", str(args.load_cpu)] + argv
         self.wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -175,6 +175,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--access-log", choices=["off", "on"], default="off")
+    ap.add_argument("--headers", choices=["minimal", "browser"], default="minimal")
     ap.add_argument("--out", default=str(load.ROOT / "target/bench/profile"))
     args = ap.parse_args()
     args.proxy_cpu, args.load_cpu = (0, 1)
