@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-# Everything else in a run is a build or setting of the router, drawn in red.
+# Names starting with these are the comparison points (grey); the rest are router builds (red).
 PEERS = ("direct", "nginx", "haproxy", "bare")
 PANELS = [
     ("cpu_us_per_req", "CPU µs per request (lower is better)"),
@@ -41,7 +41,7 @@ def main():
         med = [summary[n][key]["median"] for n in shown]
         lo = [m - summary[n][key]["min"] for n, m in zip(shown, med)]
         hi = [summary[n][key]["max"] - m for n, m in zip(shown, med)]
-        colors = ["#7f7f7f" if n in PEERS else "#d62728" for n in shown]
+        colors = ["#7f7f7f" if n.startswith(PEERS) else "#d62728" for n in shown]
         ax.bar(shown, med, yerr=[lo, hi], capsize=4, color=colors)
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelrotation=30, labelsize=8)
