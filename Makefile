@@ -61,7 +61,7 @@ bench-load: build-deps
 	bench/run.sh $(BENCH_ARGS)
 
 # Where one proxy's time goes per request: syscalls, allocations, perf symbols, instructions.
-PROFILE_ARGS ?= --proxy router --proxy bare --proxy nginx --tool syscalls --tool allocs --tool callgrind
+PROFILE_ARGS ?= --proxy router --proxy bare --proxy nginx --proxy haproxy --tool syscalls --tool callgrind
 bench-profile: build-deps
 	BENCH_SCRIPT=bench/profile.py bench/run.sh $(PROFILE_ARGS)
 
