@@ -19,6 +19,7 @@ import glob
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -205,6 +206,8 @@ def main():
     finally:
         procs.stop_all()
     (out_dir / "last-report.txt").write_text("\n\n".join(report) + "\n")
+    # Kept after a failure for its logs; the outputs worth keeping are already in out_dir.
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
