@@ -4,8 +4,8 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps lint check-config bench fuzz-smoke fuzz e2e e2e-deps ops-deps ops-check \
-	image image-lint
+.PHONY: run test deps build-deps lint check-config bench bench-load bench-profile bench-chart \
+	fuzz-smoke fuzz e2e e2e-deps ops-deps ops-check image image-lint
 
 run: deps
 	$(CARGO) run --release --
@@ -21,10 +21,13 @@ export MOTO_SERVER := $(CURDIR)/$(MOTO_VENV)/bin/moto_server
 
 # What the build and tests need, installed only when missing: cmake (Pingora's zlib-ng) and
 # moto in server mode (the DynamoDB-compatible server the store tests start on 127.0.0.1).
-deps:
-	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
+deps: build-deps
 	@[ -x $(MOTO_SERVER) ] || python3 -m venv $(MOTO_VENV) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && python3 -m venv $(MOTO_VENV); }
 	@[ -x $(MOTO_SERVER) ] || $(MOTO_VENV)/bin/pip install -q 'moto[server]'
+
+# What a release build needs: cmake for Pingora's zlib-ng.
+build-deps:
+	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -114,3 +117,20 @@ image-lint: ops-deps
 	$(OPS_VENV)/bin/hadolint deploy/Dockerfile
 	$(CARGO) build --quiet --bin session-router
 	python3 deploy/image_smoke.py deploy/Dockerfile target/debug/session-router
+
+# Side by side under load: direct, the router, a bare Pingora proxy, nginx and HAProxy, one
+# table (bench/run.sh; BENCH_ARGS passes options, e.g. BENCH_ARGS="--access-log on").
+bench-load: build-deps
+	bench/run.sh $(BENCH_ARGS)
+
+# Where one proxy's time goes per request: syscalls, allocations, perf symbols, instructions.
+PROFILE_ARGS ?= --proxy router --proxy bare --proxy nginx --proxy haproxy --tool syscalls --tool callgrind
+bench-profile: build-deps
+	BENCH_SCRIPT=bench/profile.py bench/run.sh $(PROFILE_ARGS)
+
+# The last load run (target/bench/load.json) as a PNG; matplotlib lives in .venv-bench.
+BENCH_VENV := .venv-bench
+bench-chart:
+	@[ -x $(BENCH_VENV)/bin/python ] || python3 -m venv $(BENCH_VENV)
+	@$(BENCH_VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(BENCH_VENV)/bin/pip install -q matplotlib
+	$(BENCH_VENV)/bin/python bench/chart.py $(CHART_ARGS)

@@ -10,13 +10,14 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use thiserror::Error;
 
+use crate::access_log::{AccessLog, AccessLogFlusher, DEFAULT_BUFFER_BYTES};
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
 use crate::drain::{DrainWatcher, Draining};
 use crate::health::{Health, HealthChecker};
 use crate::metrics::Metrics;
-use crate::proxy::{DownstreamLimits, SessionProxy};
+use crate::proxy::{DownstreamLimits, SessionProxy, Shared};
 use crate::store::{DynamoDbStore, FileStore, RouteStore};
 use crate::table::{Refresher, Resolver, ResolverSettings};
 use crate::upgrades::{UpgradeWatcher, Upgrades};
@@ -98,16 +99,25 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         "drain watcher",
         DrainWatcher::new(draining.clone(), server.watch_execution_phase()),
     );
+    let access_log = Arc::new(AccessLog::new(config.log.format, DEFAULT_BUFFER_BYTES));
+    let flusher = background_service(
+        "access log flush",
+        AccessLogFlusher::new(access_log.clone()),
+    );
+    let shared = Shared {
+        resolver: resolver.clone(),
+        metrics: metrics.clone(),
+        health,
+        upgrades,
+        draining,
+        access_log,
+    };
     let proxy = SessionProxy::new(
         config.routing.clone(),
-        resolver.clone(),
         &config.upstream,
-        metrics.clone(),
         DownstreamLimits::from(&config.listen),
-        upgrades.clone(),
-        health,
-    )
-    .with_draining(draining);
+        shared,
+    );
     let mut proxy_service =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "session proxy");
     proxy_service.add_tcp(&config.listen.proxy.to_string());
@@ -124,5 +134,6 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(watcher);
     server.add_service(checker);
     server.add_service(drain_watcher);
+    server.add_service(flusher);
     Ok(server)
 }

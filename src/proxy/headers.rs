@@ -4,11 +4,18 @@
 use std::net::IpAddr;
 
 use http::header::{ACCEPT, COOKIE, HOST};
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use pingora::Result;
 
 use crate::pages::RequestKind;
+
+// Header names read on every request, parsed once: a lookup by `&str` parses and hashes the
+// name each time.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
 /// The value of cookie `name` in the request's Cookie headers, if present.
 pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -61,8 +68,11 @@ pub fn request_kind(req: &RequestHeader, upgrade: bool) -> RequestKind {
     if upgrade {
         return RequestKind::Upgrade;
     }
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let navigate = match header("sec-fetch-mode") {
+    let navigate = match req
+        .headers
+        .get(&SEC_FETCH_MODE)
+        .and_then(|v| v.to_str().ok())
+    {
         Some(mode) => mode == "navigate",
         None => {
             req.method == Method::GET
@@ -101,19 +111,23 @@ pub struct Forwarded<'a> {
 /// Sets X-Forwarded-For/-Proto/-Host/-Prefix on the upstream request. From an untrusted peer
 /// every client-sent value is replaced; from a trusted balancer its values are kept and the
 /// balancer's own address is appended to X-Forwarded-For.
+///
+/// Runs on every proxied request, so values are reused rather than copied where the request
+/// already holds them: the header names go in as static strings (Pingora keeps them as given
+/// for the wire), and X-Forwarded-Host and a trusted X-Forwarded-Proto share the client's bytes.
 pub fn set_forwarding_headers(
     req: &mut RequestHeader,
     from: &Forwarded<'_>,
-    prefix: Option<&str>,
+    prefix: Option<String>,
 ) -> Result<()> {
-    let sent = |name: &str| {
+    let sent = |name: &HeaderName| {
         from.original
             .headers
             .get(name)
-            .filter(|_| from.trusted_peer)
-            .and_then(|v| v.to_str().ok())
+            .filter(|v| from.trusted_peer && v.to_str().is_ok())
     };
-    let chain = match (sent("x-forwarded-for"), from.peer) {
+    let sent_str = |name: &HeaderName| sent(name).and_then(|v| v.to_str().ok());
+    let chain = match (sent_str(&X_FORWARDED_FOR), from.peer) {
         (Some(list), Some(peer)) => Some(format!("{list}, {peer}")),
         (None, Some(peer)) => Some(peer.to_string()),
         (list, None) => list.map(str::to_owned),
@@ -121,26 +135,27 @@ pub fn set_forwarding_headers(
     match chain {
         Some(chain) => req.insert_header("x-forwarded-for", chain)?,
         None => {
-            req.remove_header("x-forwarded-for");
+            req.remove_header(&X_FORWARDED_FOR);
         }
     }
-    let proto = sent("x-forwarded-proto").unwrap_or(if from.tls { "https" } else { "http" });
-    req.insert_header("x-forwarded-proto", proto.to_owned())?;
-    let host = sent("x-forwarded-host").map(str::to_owned).or_else(|| {
+    let proto = sent(&X_FORWARDED_PROTO)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(if from.tls { "https" } else { "http" }));
+    req.insert_header("x-forwarded-proto", proto)?;
+    let host = sent(&X_FORWARDED_HOST).or_else(|| {
         from.original
             .headers
             .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(str::to_owned)
+            .filter(|h| h.to_str().is_ok())
     });
     match host {
-        Some(host) => req.insert_header("x-forwarded-host", host)?,
+        Some(host) => req.insert_header("x-forwarded-host", host.clone())?,
         None => {
-            req.remove_header("x-forwarded-host");
+            req.remove_header(&X_FORWARDED_HOST);
         }
     }
     match prefix {
-        Some(prefix) => req.insert_header("x-forwarded-prefix", prefix.to_owned())?,
+        Some(prefix) => req.insert_header("x-forwarded-prefix", prefix)?,
         None => {
             req.remove_header("x-forwarded-prefix");
         }
@@ -196,7 +211,7 @@ mod tests {
             tls: false,
             original,
         };
-        set_forwarding_headers(&mut out, &from, Some("/session/t1")).unwrap();
+        set_forwarding_headers(&mut out, &from, Some("/session/t1".to_owned())).unwrap();
         out
     }
 

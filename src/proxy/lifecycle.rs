@@ -18,10 +18,14 @@ impl SessionProxy {
         else {
             return;
         };
-        let key = self.resolver.session_key(&target.client, &target.thread);
-        let id = self
-            .upgrades
-            .register(key, upstream.container_id.clone(), upstream.addr, close);
+        let key = self
+            .shared
+            .resolver
+            .session_key(&target.client, &target.thread);
+        let id =
+            self.shared
+                .upgrades
+                .register(key, upstream.container_id.clone(), upstream.addr, close);
         ctx.upgrade_id = Some(id);
     }
 
@@ -58,6 +62,7 @@ impl SessionProxy {
             return Ok(());
         };
         let resolution = self
+            .shared
             .resolver
             .reresolve(&target.client, &target.thread)
             .await;

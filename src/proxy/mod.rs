@@ -17,6 +17,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access_log::{AccessLog, AccessRecord};
 use crate::config::{Routing, Upstream};
 use crate::drain::Draining;
 use crate::health::Health;
@@ -30,53 +31,49 @@ use crate::upstream::PeerFactory;
 
 use headers::{
     affinity_cookie, cookie_value, request_kind, set_forwarding_headers, strip_cookie, Forwarded,
+    X_FORWARDED_PROTO,
 };
 use respond::write_answer;
 
 pub use ctx::{DownstreamLimits, RequestCtx};
 use decide::{log_forbidden, reject_outcome, resolution_outcome, retry_reason};
 
+/// The process-wide state the proxy reads and feeds, shared with the admin listener and the
+/// background services.
+#[derive(Clone)]
+pub struct Shared {
+    pub resolver: Arc<Resolver>,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    pub upgrades: Arc<Upgrades>,
+    /// Set from SIGQUIT or SIGTERM on: answers close their connections.
+    pub draining: Arc<Draining>,
+    pub access_log: Arc<AccessLog>,
+}
+
 pub struct SessionProxy {
     routing: Routing,
-    health: Arc<Health>,
-    upgrades: Arc<Upgrades>,
     /// Response header in which containers state their id, when configured.
     identity_header: Option<http::HeaderName>,
-    resolver: Arc<Resolver>,
     peers: PeerFactory,
-    metrics: Arc<Metrics>,
     limits: DownstreamLimits,
-    /// Set from SIGQUIT or SIGTERM on: answers close their connections.
-    draining: Arc<Draining>,
+    shared: Shared,
 }
 
 impl SessionProxy {
     pub fn new(
         routing: Routing,
-        resolver: Arc<Resolver>,
         upstream: &Upstream,
-        metrics: Arc<Metrics>,
         limits: DownstreamLimits,
-        upgrades: Arc<Upgrades>,
-        health: Arc<Health>,
+        shared: Shared,
     ) -> Self {
         SessionProxy {
-            health,
-            upgrades,
             identity_header: upstream.identity_header.clone(),
             peers: PeerFactory::new(upstream),
             routing,
-            resolver,
-            metrics,
             limits,
-            draining: Arc::default(),
+            shared,
         }
-    }
-
-    /// Shares the process's drain flag (see [`crate::drain`]).
-    pub fn with_draining(mut self, draining: Arc<Draining>) -> Self {
-        self.draining = draining;
-        self
     }
 
     fn classify(&self, req: &RequestHeader) -> Result<Target, Reject> {
@@ -109,7 +106,7 @@ impl SessionProxy {
         let forwarded_https = session
             .req_header()
             .headers
-            .get("x-forwarded-proto")
+            .get(&X_FORWARDED_PROTO)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         // Marking the cookie Secure is only ever stricter, so the balancer's word is enough here.
         forwarded_https || session.digest().is_some_and(|d| d.ssl_digest.is_some())
@@ -133,7 +130,7 @@ impl SessionProxy {
             original: session.req_header(),
         };
         let prefix = (target.via != Via::Host).then(|| format!("/session/{}", target.thread));
-        set_forwarding_headers(req, &from, prefix.as_deref())
+        set_forwarding_headers(req, &from, prefix)
     }
 
     /// Keeps the client connection alive for its next request, except once this process is
@@ -142,7 +139,7 @@ impl SessionProxy {
     /// new process, or another instance behind the balancer) rather than on one that this
     /// process is about to close under it.
     fn apply_keepalive(&self, session: &mut Session) {
-        if self.draining.is_set() || session.is_process_shutting_down() {
+        if self.shared.draining.is_set() || session.is_process_shutting_down() {
             session.set_keepalive(None);
         } else {
             session.set_keepalive(Some(self.limits.keepalive.as_secs()));
@@ -157,30 +154,24 @@ impl SessionProxy {
         status: u16,
         elapsed: Duration,
     ) {
+        // Checked first so that nothing is formatted when access logging is off.
+        if !AccessLog::enabled() {
+            return;
+        }
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("-");
-        let upstream = ctx
-            .upstream
-            .as_ref()
-            .map_or_else(|| "-".to_owned(), |u| u.addr.to_string());
-        // Microsecond resolution is plenty and keeps the field short in both formats.
-        let duration_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
-        // Fields as key-values: `key=value` pairs in text logs, members in JSON logs.
-        log::info!(
-            target: "access",
-            outcome = outcome.label(),
+        self.shared.access_log.record(&AccessRecord {
+            outcome,
             status,
-            method = req.method.as_str(),
-            host,
-            path = req.uri.path(),
-            duration_ms,
-            upstream = upstream.as_str();
-            "request"
-        );
+            method: req.method.as_str(),
+            host: req
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("-"),
+            path: req.uri.path(),
+            elapsed,
+            upstream: ctx.upstream.as_ref().map(|u| u.addr),
+        });
     }
 }
 
@@ -207,17 +198,21 @@ impl ProxyHttp for SessionProxy {
                 return self.answer(session, ctx, outcome, answer).await;
             }
         };
-        let resolution = self.resolver.resolve(&target.client, &target.thread).await;
+        let resolution = self
+            .shared
+            .resolver
+            .resolve(&target.client, &target.thread)
+            .await;
         let outcome = resolution_outcome(&resolution);
         match resolution {
-            Resolution::Ready(upstream) if self.health.is_unhealthy(upstream.addr) => {
+            Resolution::Ready(upstream) if self.shared.health.is_unhealthy(upstream.addr) => {
                 let outcome = Outcome::ContainerUnhealthy;
                 return self
                     .answer(session, ctx, outcome, pages::answer(outcome, ctx.kind))
                     .await;
             }
             Resolution::Ready(upstream) => {
-                self.health.note_used(upstream.addr);
+                self.shared.health.note_used(upstream.addr);
                 ctx.upstream = Some(upstream);
             }
             Resolution::Forbidden(ip) => {
@@ -303,13 +298,14 @@ impl ProxyHttp for SessionProxy {
         if session.is_upgrade_req() {
             let switched = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
             let result = if switched { "ok" } else { "rejected" };
-            self.metrics
+            self.shared
+                .metrics
                 .websocket_upgrades
                 .with_label_values(&[result])
                 .inc();
             if switched {
                 ctx.upgraded = true;
-                self.metrics.websocket_connections.inc();
+                self.shared.metrics.websocket_connections.inc();
                 self.register_upgrade(ctx);
             }
         }
@@ -335,12 +331,13 @@ impl ProxyHttp for SessionProxy {
     ) -> Box<Error> {
         ctx.outcome = Some(Outcome::UpstreamUnreachable);
         if let Some(upstream) = &ctx.upstream {
-            self.health.report(upstream.addr, false);
+            self.shared.health.report(upstream.addr, false);
         }
         if !ctx.retried {
             ctx.retried = true;
             ctx.retry_pending = true;
-            self.metrics
+            self.shared
+                .metrics
                 .upstream_retries
                 .with_label_values(&[retry_reason(e.etype())])
                 .inc();
@@ -388,7 +385,7 @@ impl ProxyHttp for SessionProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(id) = ctx.upgrade_id.take() {
-            self.upgrades.remove(id);
+            self.shared.upgrades.remove(id);
         }
         let outcome = ctx.outcome.unwrap_or(match e {
             Some(err) if err.esource() == &ErrorSource::Upstream => Outcome::UpstreamUnreachable,
@@ -396,11 +393,14 @@ impl ProxyHttp for SessionProxy {
             None => Outcome::Routed,
         });
         let elapsed = ctx.started.elapsed();
-        self.metrics.observe_request(outcome, elapsed.as_secs_f64());
+        self.shared
+            .metrics
+            .observe_request(outcome, elapsed.as_secs_f64());
         if ctx.upgraded {
-            self.metrics.websocket_connections.dec();
+            self.shared.metrics.websocket_connections.dec();
         } else if ctx.kind == RequestKind::Upgrade && outcome != Outcome::Routed {
-            self.metrics
+            self.shared
+                .metrics
                 .websocket_upgrades
                 .with_label_values(&["failed"])
                 .inc();
