@@ -38,6 +38,13 @@ pub struct DownstreamLimits {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
+impl DownstreamLimits {
+    /// Whether `peer` is a balancer whose X-Forwarded-* headers are believed.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&peer))
+    }
+}
+
 impl From<&ListenSection> for DownstreamLimits {
     fn from(l: &ListenSection) -> Self {
         DownstreamLimits {

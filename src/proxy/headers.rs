@@ -1,5 +1,5 @@
-//! Request and response header work of the proxy: reading and stripping the affinity cookie,
-//! telling navigations from assets, and the forwarding headers the dev server sees.
+//! The router's header work (see [`crate::headers`]) applied to Pingora's request type: reading
+//! and stripping the affinity cookie, telling navigations from assets, setting X-Forwarded-*.
 
 use std::net::IpAddr;
 
@@ -8,6 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use pingora::Result;
 
+use crate::headers::{self, cookies_except, has_cookie, Forwarded, SessionPrefix};
 use crate::pages::RequestKind;
 
 // Header names read on every request, parsed once: a lookup by `&str` parses and hashes the
@@ -15,44 +16,28 @@ use crate::pages::RequestKind;
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
 /// The value of cookie `name` in the request's Cookie headers, if present.
 pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|pair| {
-            let (n, v) = pair.trim().split_once('=')?;
-            (n == name).then_some(v.trim_matches('"'))
-        })
+    headers::cookie_in(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()), name)
 }
 
 /// Removes cookie `name` from the forwarded request, dropping the header if nothing is left.
-/// The dev server never needs the router's cookie, and it must not leak into app code.
 pub fn strip_cookie(req: &mut RequestHeader, name: &str) {
-    let is_ours = |pair: &str| pair.trim().split_once('=').is_some_and(|(n, _)| n == name);
     let values: Vec<&str> = req
         .headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    if !values.iter().any(|v| v.split(';').any(is_ours)) {
+    if !values.iter().any(|v| has_cookie(v, name)) {
         return;
     }
     let kept: Vec<String> = values
         .iter()
-        .map(|v| {
-            let pairs: Vec<&str> = v
-                .split(';')
-                .filter(|p| !is_ours(p))
-                .map(str::trim)
-                .collect();
-            pairs.join("; ")
-        })
+        .map(|v| cookies_except(v, name).collect::<Vec<_>>().join("; "))
         .filter(|v| !v.is_empty())
         .collect();
     req.remove_header(&COOKIE);
@@ -65,102 +50,74 @@ pub fn strip_cookie(req: &mut RequestHeader, name: &str) {
 
 /// Navigations get pages and the affinity cookie; assets get short bodies.
 pub fn request_kind(req: &RequestHeader, upgrade: bool) -> RequestKind {
-    if upgrade {
-        return RequestKind::Upgrade;
-    }
-    let navigate = match req
-        .headers
-        .get(&SEC_FETCH_MODE)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(mode) => mode == "navigate",
-        None => {
-            req.method == Method::GET
-                && req
-                    .headers
-                    .get(ACCEPT)
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|a| a.contains("text/html"))
-        }
+    let header = |name: &HeaderName| req.headers.get(name).map(HeaderValue::as_bytes);
+    headers::request_kind(
+        upgrade,
+        req.method == Method::GET,
+        header(&SEC_FETCH_MODE),
+        header(&ACCEPT),
+    )
+}
+
+/// What the forwarding headers are made of, read from a Pingora request.
+pub fn forwarded_from(
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    trusted_peer: bool,
+    tls: bool,
+) -> Forwarded<'_> {
+    let header = |name: &HeaderName| {
+        req.headers
+            .get(name)
+            .filter(|v| v.to_str().is_ok())
+            .map(HeaderValue::as_bytes)
     };
-    if navigate {
-        RequestKind::Navigation
-    } else {
-        RequestKind::Asset
+    Forwarded {
+        peer,
+        trusted_peer,
+        tls,
+        sent_for: header(&X_FORWARDED_FOR).and_then(|v| std::str::from_utf8(v).ok()),
+        sent_proto: header(&X_FORWARDED_PROTO),
+        sent_host: header(&X_FORWARDED_HOST),
+        host: header(&HOST),
     }
 }
 
-/// The Set-Cookie that pins root-absolute dev-server requests to a thread. Host-only (no
-/// Domain) so it never reaches another client's host.
-pub fn affinity_cookie(name: &str, thread: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={thread}; Path=/; HttpOnly; SameSite=Lax{secure}")
-}
-
-/// Where a request came from, as far as the forwarding headers tell it.
-pub struct Forwarded<'a> {
-    /// The address that connected to the router.
-    pub peer: Option<IpAddr>,
-    /// Whether that peer is a configured balancer whose own X-Forwarded-* can be believed.
-    pub trusted_peer: bool,
-    pub tls: bool,
-    /// The request as the client sent it.
-    pub original: &'a RequestHeader,
-}
-
-/// Sets X-Forwarded-For/-Proto/-Host/-Prefix on the upstream request. From an untrusted peer
-/// every client-sent value is replaced; from a trusted balancer its values are kept and the
-/// balancer's own address is appended to X-Forwarded-For.
-///
-/// Runs on every proxied request, so values are reused rather than copied where the request
-/// already holds them: the header names go in as static strings (Pingora keeps them as given
-/// for the wire), and X-Forwarded-Host and a trusted X-Forwarded-Proto share the client's bytes.
+/// Sets X-Forwarded-For/-Proto/-Host/-Prefix on the upstream request, replacing whatever the
+/// client sent (see [`Forwarded`] for what a trusted balancer keeps).
 pub fn set_forwarding_headers(
     req: &mut RequestHeader,
     from: &Forwarded<'_>,
-    prefix: Option<String>,
+    prefix: Option<SessionPrefix<'_>>,
 ) -> Result<()> {
-    let sent = |name: &HeaderName| {
-        from.original
-            .headers
-            .get(name)
-            .filter(|v| from.trusted_peer && v.to_str().is_ok())
-    };
-    let sent_str = |name: &HeaderName| sent(name).and_then(|v| v.to_str().ok());
-    let chain = match (sent_str(&X_FORWARDED_FOR), from.peer) {
-        (Some(list), Some(peer)) => Some(format!("{list}, {peer}")),
-        (None, Some(peer)) => Some(peer.to_string()),
-        (list, None) => list.map(str::to_owned),
-    };
-    match chain {
-        Some(chain) => req.insert_header("x-forwarded-for", chain)?,
+    let chain = from.chain();
+    let proto = HeaderValue::from_bytes(from.proto()).ok();
+    let host = from.host().and_then(|h| HeaderValue::from_bytes(h).ok());
+    set_or_remove(
+        req,
+        &X_FORWARDED_FOR,
+        (!chain.is_empty()).then(|| chain.to_string()),
+    )?;
+    set_or_remove(req, &X_FORWARDED_PROTO, proto)?;
+    set_or_remove(req, &X_FORWARDED_HOST, host)?;
+    set_or_remove(req, &X_FORWARDED_PREFIX, prefix.map(|p| p.to_string()))
+}
+
+fn set_or_remove<V: TryInto<HeaderValue>>(
+    req: &mut RequestHeader,
+    name: &'static HeaderName,
+    value: Option<V>,
+) -> Result<()>
+where
+    <V as TryInto<HeaderValue>>::Error: std::fmt::Debug,
+{
+    match value {
+        Some(value) => req.insert_header(name.as_str(), value),
         None => {
-            req.remove_header(&X_FORWARDED_FOR);
+            req.remove_header(name);
+            Ok(())
         }
     }
-    let proto = sent(&X_FORWARDED_PROTO)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static(if from.tls { "https" } else { "http" }));
-    req.insert_header("x-forwarded-proto", proto)?;
-    let host = sent(&X_FORWARDED_HOST).or_else(|| {
-        from.original
-            .headers
-            .get(HOST)
-            .filter(|h| h.to_str().is_ok())
-    });
-    match host {
-        Some(host) => req.insert_header("x-forwarded-host", host.clone())?,
-        None => {
-            req.remove_header(&X_FORWARDED_HOST);
-        }
-    }
-    match prefix {
-        Some(prefix) => req.insert_header("x-forwarded-prefix", prefix)?,
-        None => {
-            req.remove_header("x-forwarded-prefix");
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -184,13 +141,6 @@ mod tests {
     }
 
     #[test]
-    fn finds_cookie_among_others() {
-        let r = req(&["a=1; sr_session=t1", "b=2"]);
-        assert_eq!(cookie_value(&r.headers, "sr_session"), Some("t1"));
-        assert_eq!(cookie_value(&r.headers, "sr"), None);
-    }
-
-    #[test]
     fn strips_only_our_cookie() {
         let mut r = req(&["a=1; sr_session=t1; sr_session_x=2", "b=2"]);
         strip_cookie(&mut r, "sr_session");
@@ -203,46 +153,30 @@ mod tests {
         assert_eq!(cookies(&r), vec!["x=1"]);
     }
 
-    fn forwarded(original: &RequestHeader, trusted_peer: bool) -> RequestHeader {
-        let mut out = original.clone();
-        let from = Forwarded {
-            peer: Some("10.0.0.9".parse().unwrap()),
-            trusted_peer,
-            tls: false,
-            original,
-        };
-        set_forwarding_headers(&mut out, &from, Some("/session/t1".to_owned())).unwrap();
-        out
-    }
-
     fn header<'r>(r: &'r RequestHeader, name: &str) -> &'r str {
         r.headers.get(name).unwrap().to_str().unwrap()
     }
 
     #[test]
-    fn untrusted_forwarding_headers_are_replaced() {
+    fn forwarding_headers_replace_the_clients() {
         let mut r = req(&[]);
         r.insert_header("host", "edit.acme.example.com").unwrap();
         r.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
         r.insert_header("x-forwarded-proto", "https").unwrap();
         r.insert_header("x-forwarded-host", "evil.example").unwrap();
-        let out = forwarded(&r, false);
+        let mut out = r.clone();
+        let from = forwarded_from(&r, Some("10.0.0.9".parse().unwrap()), false, false);
+        let target = crate::routing::Target {
+            client: "acme".into(),
+            thread: "t1".into(),
+            via: crate::routing::Via::Path,
+            upstream_uri: None,
+        };
+        set_forwarding_headers(&mut out, &from, headers::forwarded_prefix(&target)).unwrap();
         assert_eq!(header(&out, "x-forwarded-for"), "10.0.0.9");
         assert_eq!(header(&out, "x-forwarded-proto"), "http");
         assert_eq!(header(&out, "x-forwarded-host"), "edit.acme.example.com");
         assert_eq!(header(&out, "x-forwarded-prefix"), "/session/t1");
-    }
-
-    #[test]
-    fn trusted_balancer_headers_are_kept_and_extended() {
-        let mut r = req(&[]);
-        r.insert_header("host", "edit.acme.example.com").unwrap();
-        r.insert_header("x-forwarded-for", "203.0.113.7").unwrap();
-        r.insert_header("x-forwarded-proto", "https").unwrap();
-        let out = forwarded(&r, true);
-        assert_eq!(header(&out, "x-forwarded-for"), "203.0.113.7, 10.0.0.9");
-        assert_eq!(header(&out, "x-forwarded-proto"), "https");
-        assert_eq!(header(&out, "x-forwarded-host"), "edit.acme.example.com");
     }
 
     #[test]

@@ -24,15 +24,13 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
-use crate::routing::{classify, Reject, RequestParts, Target, Via};
+use crate::routing::{classify, Reject, RequestParts, Target};
 use crate::table::{Resolution, Resolver};
 use crate::upgrades::Upgrades;
 use crate::upstream::PeerFactory;
 
-use headers::{
-    affinity_cookie, cookie_value, request_kind, set_forwarding_headers, strip_cookie, Forwarded,
-    X_FORWARDED_PROTO,
-};
+use crate::headers::{affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
+use headers::{cookie_value, forwarded_from, request_kind, set_forwarding_headers, strip_cookie};
 use respond::write_answer;
 
 pub use ctx::{DownstreamLimits, RequestCtx};
@@ -102,35 +100,15 @@ impl SessionProxy {
         Ok(true)
     }
 
-    fn is_tls(session: &Session) -> bool {
-        let forwarded_https = session
-            .req_header()
-            .headers
-            .get(&X_FORWARDED_PROTO)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-        // Marking the cookie Secure is only ever stricter, so the balancer's word is enough here.
-        forwarded_https || session.digest().is_some_and(|d| d.ssl_digest.is_some())
-    }
-
-    fn add_forwarding_headers(
-        &self,
-        session: &Session,
-        req: &mut RequestHeader,
-        target: &Target,
-    ) -> Result<()> {
+    /// Where the request came from, for the forwarding headers and the cookie's Secure flag.
+    fn forwarded<'s>(&self, session: &'s Session) -> Forwarded<'s> {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let from = Forwarded {
-            peer,
-            trusted_peer: peer
-                .is_some_and(|ip| self.limits.trusted_proxies.iter().any(|n| n.contains(&ip))),
-            tls: Self::is_tls(session),
-            original: session.req_header(),
-        };
-        let prefix = (target.via != Via::Host).then(|| format!("/session/{}", target.thread));
-        set_forwarding_headers(req, &from, prefix)
+        let trusted = peer.is_some_and(|ip| self.limits.trusts(ip));
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        forwarded_from(session.req_header(), peer, trusted, tls)
     }
 
     /// Keeps the client connection alive for its next request, except once this process is
@@ -233,10 +211,8 @@ impl ProxyHttp for SessionProxy {
             Some(self.limits.read_timeout)
         };
         session.set_read_timeout(read_timeout);
-        ctx.set_affinity = target.via == Via::Path
-            && ctx.kind == RequestKind::Navigation
-            && cookie_value(&session.req_header().headers, &self.routing.affinity_cookie)
-                != Some(target.thread.as_str());
+        let cookie = cookie_value(&session.req_header().headers, &self.routing.affinity_cookie);
+        ctx.set_affinity = wants_affinity(&target, ctx.kind, cookie);
         ctx.target = Some(target);
         Ok(false)
     }
@@ -277,7 +253,7 @@ impl ProxyHttp for SessionProxy {
             req.set_uri(uri.clone());
         }
         strip_cookie(req, &self.routing.affinity_cookie);
-        self.add_forwarding_headers(session, req, target)?;
+        set_forwarding_headers(req, &self.forwarded(session), forwarded_prefix(target))?;
         if !self.routing.preserve_host {
             if let Some(up) = &ctx.upstream {
                 req.insert_header(HOST, up.addr.to_string())?;
@@ -311,11 +287,8 @@ impl ProxyHttp for SessionProxy {
         }
         if ctx.set_affinity {
             if let Some(target) = &ctx.target {
-                let cookie = affinity_cookie(
-                    &self.routing.affinity_cookie,
-                    &target.thread,
-                    Self::is_tls(session),
-                );
+                let secure = self.forwarded(session).client_tls();
+                let cookie = affinity_cookie(&self.routing.affinity_cookie, &target.thread, secure);
                 resp.append_header(SET_COOKIE, cookie)?;
             }
         }

@@ -1,0 +1,237 @@
+//! What the router reads from a request's headers and what it adds, whichever HTTP engine holds
+//! the request (Pingora's proxy, or the router's own keep-alive path): the affinity cookie,
+//! navigation or asset, and the X-Forwarded-* values the dev server sees.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::pages::RequestKind;
+use crate::routing::{Target, Via};
+
+/// The value of cookie `name` among a request's Cookie header values, if present.
+pub fn cookie_in<'h>(values: impl IntoIterator<Item = &'h [u8]>, name: &str) -> Option<&'h str> {
+    values
+        .into_iter()
+        .filter_map(|v| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (n, v) = pair.trim().split_once('=')?;
+            (n == name).then_some(v.trim_matches('"'))
+        })
+}
+
+/// Whether a Cookie header value carries cookie `name`.
+pub fn has_cookie(value: &str, name: &str) -> bool {
+    value.split(';').any(|pair| is_cookie(pair, name))
+}
+
+fn is_cookie(pair: &str, name: &str) -> bool {
+    pair.trim().split_once('=').is_some_and(|(n, _)| n == name)
+}
+
+/// The pairs of a Cookie header value other than cookie `name`, trimmed, in order: what the dev
+/// server gets, since the router's cookie must never leak into app code.
+pub fn cookies_except<'v>(value: &'v str, name: &'v str) -> impl Iterator<Item = &'v str> {
+    value
+        .split(';')
+        .filter(move |pair| !is_cookie(pair, name))
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+}
+
+/// Navigations get pages and the affinity cookie; assets get short bodies.
+pub fn request_kind(
+    upgrade: bool,
+    is_get: bool,
+    sec_fetch_mode: Option<&[u8]>,
+    accept: Option<&[u8]>,
+) -> RequestKind {
+    if upgrade {
+        return RequestKind::Upgrade;
+    }
+    let navigate = match sec_fetch_mode {
+        Some(mode) => mode == b"navigate",
+        None => is_get && accept.is_some_and(|a| contains(a, b"text/html")),
+    };
+    if navigate {
+        RequestKind::Navigation
+    } else {
+        RequestKind::Asset
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Whether the answer should (re)set the affinity cookie: path-mode navigations whose cookie does
+/// not already name their thread.
+pub fn wants_affinity(target: &Target, kind: RequestKind, cookie_thread: Option<&str>) -> bool {
+    target.via == Via::Path
+        && kind == RequestKind::Navigation
+        && cookie_thread != Some(target.thread.as_str())
+}
+
+/// The Set-Cookie that pins root-absolute dev-server requests to a thread. Host-only (no
+/// Domain) so it never reaches another client's host.
+pub fn affinity_cookie(name: &str, thread: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{name}={thread}; Path=/; HttpOnly; SameSite=Lax{secure}")
+}
+
+/// Where a request came from, as far as the forwarding headers tell it.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarded<'a> {
+    /// The address that connected to the router.
+    pub peer: Option<IpAddr>,
+    /// Whether that peer is a configured balancer whose own X-Forwarded-* can be believed.
+    pub trusted_peer: bool,
+    pub tls: bool,
+    /// The request's own X-Forwarded-For, -Proto and -Host, believed only from a trusted peer.
+    pub sent_for: Option<&'a str>,
+    pub sent_proto: Option<&'a [u8]>,
+    pub sent_host: Option<&'a [u8]>,
+    /// The request's Host.
+    pub host: Option<&'a [u8]>,
+}
+
+impl<'a> Forwarded<'a> {
+    fn believed<T>(&self, sent: Option<T>) -> Option<T> {
+        sent.filter(|_| self.trusted_peer)
+    }
+
+    /// X-Forwarded-For: from a trusted balancer its chain with the balancer appended; from
+    /// anyone else, the peer alone.
+    pub fn chain(&self) -> Chain<'a> {
+        Chain {
+            sent: self.believed(self.sent_for),
+            peer: self.peer,
+        }
+    }
+
+    pub fn proto(&self) -> &'a [u8] {
+        self.believed(self.sent_proto)
+            .unwrap_or(if self.tls { b"https" } else { b"http" })
+    }
+
+    pub fn host(&self) -> Option<&'a [u8]> {
+        self.believed(self.sent_host).or(self.host)
+    }
+
+    /// Whether the client reached the balancer, or the router, over TLS. Marking the cookie
+    /// Secure is only ever stricter, so a client's own claim is enough here.
+    pub fn client_tls(&self) -> bool {
+        self.tls
+            || self
+                .sent_proto
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"https"))
+    }
+}
+
+/// An X-Forwarded-For value, written without building a string first.
+#[derive(Debug, Clone, Copy)]
+pub struct Chain<'a> {
+    sent: Option<&'a str>,
+    peer: Option<IpAddr>,
+}
+
+impl Chain<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.sent.is_none() && self.peer.is_none()
+    }
+}
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.sent, self.peer) {
+            (Some(list), Some(peer)) => write!(f, "{list}, {peer}"),
+            (None, Some(peer)) => write!(f, "{peer}"),
+            (Some(list), None) => f.write_str(list),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// The X-Forwarded-Prefix of a target: the path prefix the router stripped, if any.
+pub fn forwarded_prefix(target: &Target) -> Option<SessionPrefix<'_>> {
+    (target.via != Via::Host).then_some(SessionPrefix(&target.thread))
+}
+
+/// `/session/{thread}`, written without building a string first.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPrefix<'a>(&'a str);
+
+impl fmt::Display for SessionPrefix<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "/session/{}", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cookie_among_others() {
+        let values: [&[u8]; 2] = [b"a=1; sr_session=t1", b"b=2"];
+        assert_eq!(cookie_in(values, "sr_session"), Some("t1"));
+        assert_eq!(cookie_in(values, "sr"), None);
+    }
+
+    #[test]
+    fn keeps_every_cookie_but_ours() {
+        let kept: Vec<&str> =
+            cookies_except("a=1; sr_session=t1; sr_session_x=2", "sr_session").collect();
+        assert_eq!(kept, ["a=1", "sr_session_x=2"]);
+        assert_eq!(cookies_except("sr_session=t1", "sr_session").count(), 0);
+        assert!(has_cookie("x=1; sr_session=t", "sr_session"));
+        assert!(!has_cookie("sr_session_x=1", "sr_session"));
+    }
+
+    fn from(trusted_peer: bool) -> Forwarded<'static> {
+        Forwarded {
+            peer: Some("10.0.0.9".parse().unwrap()),
+            trusted_peer,
+            tls: false,
+            sent_for: Some("203.0.113.7"),
+            sent_proto: Some(b"https"),
+            sent_host: Some(b"evil.example"),
+            host: Some(b"edit.acme.example.com"),
+        }
+    }
+
+    #[test]
+    fn untrusted_forwarding_values_are_replaced() {
+        let f = from(false);
+        assert_eq!(f.chain().to_string(), "10.0.0.9");
+        assert_eq!(f.proto(), b"http");
+        assert_eq!(f.host(), Some(&b"edit.acme.example.com"[..]));
+    }
+
+    #[test]
+    fn trusted_balancer_values_are_kept_and_extended() {
+        let f = from(true);
+        assert_eq!(f.chain().to_string(), "203.0.113.7, 10.0.0.9");
+        assert_eq!(f.proto(), b"https");
+        assert_eq!(f.host(), Some(&b"evil.example"[..]));
+    }
+
+    #[test]
+    fn navigation_is_told_from_assets() {
+        let html = Some(&b"text/html,*/*"[..]);
+        assert_eq!(
+            request_kind(false, true, None, html),
+            RequestKind::Navigation
+        );
+        assert_eq!(request_kind(false, false, None, html), RequestKind::Asset);
+        assert_eq!(
+            request_kind(false, true, Some(b"cors"), html),
+            RequestKind::Asset
+        );
+        assert_eq!(
+            request_kind(false, true, Some(b"navigate"), None),
+            RequestKind::Navigation
+        );
+        assert_eq!(request_kind(true, true, None, html), RequestKind::Upgrade);
+    }
+}
