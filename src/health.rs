@@ -4,8 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -18,9 +19,69 @@ use pingora::services::background::BackgroundService;
 use crate::config::HealthSection;
 use crate::metrics::Metrics;
 
+/// When each container last served a request, in whole seconds since start. Read and stamped on
+/// every request, so without a lock; a container is added (copying the map) only on its first
+/// request, and stale ones are dropped by the checker.
+struct RecentlyUsed {
+    since: Instant,
+    window: Duration,
+    last: ArcSwap<HashMap<SocketAddr, AtomicU64>>,
+}
+
+impl RecentlyUsed {
+    fn new(window: Duration) -> Self {
+        RecentlyUsed {
+            since: Instant::now(),
+            window,
+            last: ArcSwap::from_pointee(HashMap::new()),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        self.since.elapsed().as_secs()
+    }
+
+    fn stamp(&self, addr: SocketAddr) {
+        let now = self.now();
+        if let Some(last) = self.last.load().get(&addr) {
+            if last.load(Ordering::Relaxed) != now {
+                last.store(now, Ordering::Relaxed);
+            }
+            return;
+        }
+        self.last.rcu(|map| {
+            let mut map: HashMap<SocketAddr, AtomicU64> = map
+                .iter()
+                .map(|(a, t)| (*a, AtomicU64::new(t.load(Ordering::Relaxed))))
+                .collect();
+            map.insert(addr, AtomicU64::new(now));
+            map
+        });
+    }
+
+    /// Containers used within the window; the others are forgotten.
+    fn current(&self) -> Vec<SocketAddr> {
+        let oldest = self.now().saturating_sub(self.window.as_secs());
+        let fresh = |t: &AtomicU64| t.load(Ordering::Relaxed) >= oldest;
+        if self.last.load().values().any(|t| !fresh(t)) {
+            self.last.rcu(|map| {
+                map.iter()
+                    .filter(|(_, t)| fresh(t))
+                    .map(|(a, t)| (*a, AtomicU64::new(t.load(Ordering::Relaxed))))
+                    .collect::<HashMap<_, _>>()
+            });
+        }
+        self.last.load().keys().copied().collect()
+    }
+
+    fn contains(&self, addr: &SocketAddr) -> bool {
+        self.last.load().contains_key(addr)
+    }
+}
+
 pub struct Health {
     /// Containers that served a request within `recent_window`: the only ones checked.
-    recent: moka::sync::Cache<SocketAddr, ()>,
+    recent: RecentlyUsed,
     /// Usually empty; replaced whole when a container's state flips.
     unhealthy: ArcSwap<HashSet<SocketAddr>>,
     /// Consecutive failures per container; written by checks and failed connects only.
@@ -32,10 +93,7 @@ pub struct Health {
 impl Health {
     pub fn new(settings: &HealthSection, metrics: Arc<Metrics>) -> Self {
         Health {
-            recent: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(settings.recent_window)
-                .build(),
+            recent: RecentlyUsed::new(settings.recent_window),
             unhealthy: ArcSwap::from_pointee(HashSet::new()),
             failures: Mutex::new(HashMap::new()),
             failures_to_unhealthy: settings.failures_to_unhealthy.max(1),
@@ -51,9 +109,7 @@ impl Health {
 
     /// Records that `addr` is serving traffic, so the checker watches it.
     pub fn note_used(&self, addr: SocketAddr) {
-        if self.recent.get(&addr).is_none() {
-            self.recent.insert(addr, ());
-        }
+        self.recent.stamp(addr);
     }
 
     /// One observation of `addr`, from an active check or a request's connect attempt.
@@ -95,7 +151,7 @@ impl Health {
             .unhealthy
             .load()
             .iter()
-            .filter(|a| !self.recent.contains_key(*a))
+            .filter(|a| !self.recent.contains(a))
             .copied()
             .collect();
         for addr in idle {
@@ -125,8 +181,8 @@ impl HealthChecker {
     }
 
     async fn check_all(&self) {
+        let targets = self.health.recent.current();
         self.health.forget_idle();
-        let targets: Vec<SocketAddr> = self.health.recent.iter().map(|(a, _)| *a).collect();
         let results: Vec<(SocketAddr, bool)> = stream::iter(targets)
             .map(|addr| async move {
                 let ok = match Backend::new(&addr.to_string()) {

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod drain;
+pub mod fastpath;
 pub mod headers;
 pub mod health;
 pub mod logging;

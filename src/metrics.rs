@@ -48,6 +48,8 @@ pub struct Metrics {
     pub websocket_shutdown: IntCounter,
     pub containers_unhealthy: IntGauge,
     pub health_checks: IntCounterVec,
+    /// Requests the router's own HTTP/1.1 path served, or handed to Pingora's proxy and why.
+    pub fast_path: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -161,6 +163,14 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            fast_path: IntCounterVec::new(
+                Opts::new(
+                    "session_router_fast_path_requests_total",
+                    "Requests served on the router's own HTTP/1.1 path, or handed to Pingora's \
+                     proxy (result: served, declined, not_routed, upstream_failed)",
+                ),
+                &["result"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(requests))?;
@@ -184,6 +194,7 @@ impl Metrics {
         m.registry
             .register(Box::new(m.containers_unhealthy.clone()))?;
         m.registry.register(Box::new(m.health_checks.clone()))?;
+        m.registry.register(Box::new(m.fast_path.clone()))?;
         // Resident memory, CPU and open descriptors of this process, for capacity planning.
         #[cfg(target_os = "linux")]
         m.registry.register(Box::new(

@@ -91,6 +91,38 @@ pub fn answer(outcome: Outcome, kind: RequestKind) -> Answer {
     }
 }
 
+impl Answer {
+    /// The answer as an HTTP/1.1 response, for writers without Pingora's response type.
+    pub fn write_http1(&self, out: &mut Vec<u8>, close: bool) {
+        use std::io::Write;
+        let reason = http::StatusCode::from_u16(self.status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        // Writes into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {reason}\r\nCache-Control: no-store\r\nContent-Length: {}\r\n",
+            self.status,
+            self.body.len()
+        );
+        if let Some(ct) = self.content_type {
+            let _ = write!(out, "Content-Type: {ct}\r\n");
+        }
+        if let Some(secs) = self.retry_after {
+            let _ = write!(out, "Retry-After: {secs}\r\n");
+        }
+        if let Some(location) = &self.location {
+            let _ = write!(out, "Location: {location}\r\n");
+        }
+        if close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(&self.body);
+    }
+}
+
 /// A permanent redirect that keeps the method, e.g. `/session/t` to `/session/t/`.
 pub fn redirect(location: String) -> Answer {
     Answer {

@@ -15,6 +15,7 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
 use crate::drain::{DrainWatcher, Draining};
+use crate::fastpath::{FastPath, PoolSweeper, UpstreamPool};
 use crate::health::{Health, HealthChecker};
 use crate::metrics::Metrics;
 use crate::proxy::{DownstreamLimits, SessionProxy, Shared};
@@ -112,15 +113,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         draining,
         access_log,
     };
-    let proxy = SessionProxy::new(
-        config.routing.clone(),
-        &config.upstream,
-        DownstreamLimits::from(&config.listen),
-        shared,
-    );
-    let mut proxy_service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "session proxy");
-    proxy_service.add_tcp(&config.listen.proxy.to_string());
+    add_proxy_service(&mut server, &config, shared);
 
     let admin = HttpServer::new_app(AdminApp::new(metrics.clone(), resolver.clone()));
     let mut admin_service = Service::new("admin".to_owned(), admin);
@@ -128,7 +121,6 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
 
     let refresher = background_service("route refresh", Refresher::new(resolver, metrics));
 
-    server.add_service(proxy_service);
     server.add_service(admin_service);
     server.add_service(refresher);
     server.add_service(watcher);
@@ -136,4 +128,43 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(drain_watcher);
     server.add_service(flusher);
     Ok(server)
+}
+
+/// The proxy listener: the router's own HTTP/1.1 path in front of Pingora's proxy, or Pingora's
+/// proxy alone when `listen.fast_path` is off.
+fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
+    let limits = DownstreamLimits::from(&config.listen);
+    let proxy = SessionProxy::new(
+        config.routing.clone(),
+        &config.upstream,
+        limits.clone(),
+        shared.clone(),
+    );
+    let listen = config.listen.proxy.to_string();
+    if !config.listen.fast_path {
+        let mut service = pingora::proxy::http_proxy_service_with_name(
+            &server.configuration,
+            proxy,
+            "session proxy",
+        );
+        service.add_tcp(&listen);
+        server.add_service(service);
+        return;
+    }
+    let pool = Arc::new(UpstreamPool::new(config.upstream.idle_timeout));
+    let app = FastPath::new(
+        pingora::proxy::http_proxy(&server.configuration, proxy),
+        config.routing.clone(),
+        &config.upstream,
+        limits,
+        shared,
+        pool.clone(),
+    );
+    let mut service = Service::new("session proxy".to_owned(), app);
+    service.add_tcp(&listen);
+    server.add_service(service);
+    server.add_service(background_service(
+        "upstream pool sweep",
+        PoolSweeper::new(pool),
+    ));
 }

@@ -35,6 +35,23 @@ impl UpstreamTarget {
     }
 }
 
+/// Whether a container's stated identity names another container than the one the session
+/// routes to: its address was reused, and its answer must not be shown. Logged as a security
+/// event when it does.
+pub fn claims_another(upstream: &UpstreamTarget, claimed: &[u8]) -> bool {
+    if claimed == upstream.container_id.as_bytes() {
+        return false;
+    }
+    log::warn!(
+        target: "security",
+        "event=container_mismatch expected={} claimed={} address={}",
+        upstream.container_id,
+        String::from_utf8_lossy(claimed),
+        upstream.addr
+    );
+    true
+}
+
 /// Which addresses the store is allowed to name.
 #[derive(Debug, Clone)]
 pub struct AddressPolicy {

@@ -170,7 +170,7 @@ mod tests {
             client: "acme".into(),
             thread: "t1".into(),
             via: crate::routing::Via::Path,
-            upstream_uri: None,
+            strip: 0,
         };
         set_forwarding_headers(&mut out, &from, headers::forwarded_prefix(&target)).unwrap();
         assert_eq!(header(&out, "x-forwarded-for"), "10.0.0.9");

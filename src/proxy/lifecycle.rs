@@ -9,6 +9,7 @@ use super::decide::{log_forbidden, resolution_outcome};
 use super::{RequestCtx, SessionProxy};
 use crate::outcome::Outcome;
 use crate::table::Resolution;
+use crate::upstream::claims_another;
 
 impl SessionProxy {
     /// Lets the upgrade watcher close this connection if its session moves elsewhere.
@@ -38,16 +39,9 @@ impl SessionProxy {
         let Some(claimed) = resp.headers.get(name) else {
             return Ok(());
         };
-        if claimed.as_bytes() == upstream.container_id.as_bytes() {
+        if !claims_another(upstream, claimed.as_bytes()) {
             return Ok(());
         }
-        log::warn!(
-            target: "security",
-            "event=container_mismatch expected={} claimed={} address={}",
-            upstream.container_id,
-            String::from_utf8_lossy(claimed.as_bytes()),
-            upstream.addr
-        );
         ctx.outcome = Some(Outcome::ContainerMismatch);
         Err(Error::explain(
             ErrorType::HTTPStatus(Outcome::ContainerMismatch.status()),

@@ -249,8 +249,12 @@ impl ProxyHttp for SessionProxy {
         let Some(target) = ctx.target.as_ref() else {
             return Ok(());
         };
-        if let Some(uri) = &target.upstream_uri {
-            req.set_uri(uri.clone());
+        if target.strip > 0 {
+            let original = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let uri = http::Uri::try_from(target.upstream_target(original)).map_err(|e| {
+                Error::because(ErrorType::InvalidHTTPHeader, "stripped request path", e)
+            })?;
+            req.set_uri(uri);
         }
         strip_cookie(req, &self.routing.affinity_cookie);
         set_forwarding_headers(req, &self.forwarded(session), forwarded_prefix(target))?;

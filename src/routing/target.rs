@@ -1,8 +1,6 @@
 //! Turns a request's host, path, Referer and cookie into the session it addresses: which client,
 //! which thread, how it was found, and the path to forward.
 
-use http::Uri;
-
 use super::host::host_without_port;
 use crate::config::Routing;
 
@@ -42,8 +40,16 @@ pub struct Target {
     pub client: String,
     pub thread: String,
     pub via: Via,
-    /// The path and query to forward, when it differs from the request's.
-    pub upstream_uri: Option<Uri>,
+    /// Leading bytes of the request's path to leave out when forwarding (the `/session/{thread}`
+    /// prefix), 0 for none. The query stays.
+    pub strip: usize,
+}
+
+impl Target {
+    /// The path and query to send to the container, given the request's own.
+    pub fn upstream_target<'a>(&self, path_and_query: &'a str) -> &'a str {
+        path_and_query.get(self.strip..).unwrap_or(path_and_query)
+    }
 }
 
 /// Why a request could not be given a target.
@@ -68,7 +74,7 @@ pub fn classify(routing: &Routing, req: &RequestParts<'_>) -> Result<Target, Rej
             client: valid_client(m.client)?,
             thread: valid_thread(thread)?.to_owned(),
             via: Via::Host,
-            upstream_uri: None,
+            strip: 0,
         });
     }
     let m = routing
@@ -91,7 +97,7 @@ pub fn classify(routing: &Routing, req: &RequestParts<'_>) -> Result<Target, Rej
         client,
         thread: valid_thread(thread)?.to_owned(),
         via,
-        upstream_uri: None,
+        strip: 0,
     })
 }
 
@@ -112,16 +118,11 @@ fn prefixed_target(client: String, after: &str, query: Option<&str>) -> Result<T
         }
         return Err(Reject::AddSlash(location));
     }
-    let uri = match query {
-        Some(q) => Uri::try_from(format!("{rest}?{q}")),
-        None => Uri::try_from(rest),
-    }
-    .map_err(|_| Reject::BadRequest("malformed path"))?;
     Ok(Target {
         client,
         thread: thread.to_owned(),
         via: Via::Path,
-        upstream_uri: Some(uri),
+        strip: SESSION_PREFIX.len() + thread.len(),
     })
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod moto;
+pub mod raw;
 pub mod served;
 pub mod upstream;
 pub mod wire;

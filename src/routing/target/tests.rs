@@ -25,7 +25,10 @@ fn path_prefix_is_stripped_and_query_kept() {
     let t = classify(&routing(), &req).unwrap();
     assert_eq!((t.client.as_str(), t.thread.as_str()), ("acme", "t1"));
     assert_eq!(t.via, Via::Path);
-    assert_eq!(t.upstream_uri.unwrap().to_string(), "/src/a.css?v=1&x=2");
+    assert_eq!(
+        t.upstream_target("/session/t1/src/a.css?v=1&x=2"),
+        "/src/a.css?v=1&x=2"
+    );
 }
 
 #[test]
@@ -45,7 +48,7 @@ fn referer_wins_over_cookie() {
     req.cookie_thread = Some("t3");
     let t = classify(&routing(), &req).unwrap();
     assert_eq!((t.thread.as_str(), t.via), ("t2", Via::Referer));
-    assert_eq!(t.upstream_uri, None);
+    assert_eq!(t.strip, 0);
 }
 
 #[test]

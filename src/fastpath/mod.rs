@@ -1,0 +1,333 @@
+//! The router's own HTTP/1.1 path. Pingora spends about twice nginx's CPU on every proxied
+//! request (BENCHMARKS.md), and most of a preview's traffic is plain keep-alive GETs of the dev
+//! server's pages and modules, so those are proxied here: parsed in place, routed with the same
+//! table, sent over pooled connections, counted and logged as Pingora's are. Everything else on
+//! the connection (upgrades, bodies, the router's own answers, failures before the container
+//! answered) is handed to the Pingora proxy with the bytes already read put back; the
+//! connection comes back here for its next request.
+
+mod chunked;
+mod exchange;
+mod pool;
+mod request;
+mod response;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as TcpClient;
+use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use prometheus::IntCounter;
+use tokio::io::AsyncReadExt;
+
+pub use pool::{PoolSweeper, UpstreamPool};
+
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::config::{Routing, Upstream};
+use crate::headers::{self, affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
+use crate::outcome::Outcome;
+use crate::proxy::{DownstreamLimits, SessionProxy, Shared};
+use crate::routing::{classify, RequestParts};
+use crate::table::Resolution;
+use exchange::{Exchange, Exchanged};
+use request::{Request, Rewrite};
+
+/// What to do with the connection after one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Again,
+    Close,
+    /// Hand the connection, with every byte read so far, to the Pingora proxy.
+    Delegate(Handoff),
+}
+
+/// Why a request went to Pingora's proxy: the `result` label of
+/// `session_router_fast_path_requests_total`, beside `served`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handoff {
+    /// Not a plain request: an upgrade, a body, an unsafe method, HTTP/1.0, or unparseable.
+    Declined,
+    /// The router answers it itself (unknown session, starting container, bad request, ...).
+    NotRouted,
+    /// Connecting to the container failed: Pingora retries with a fresh lookup.
+    UpstreamFailed,
+}
+
+/// The `result` labels, `served` first, then each [`Handoff`] in its declaration order.
+const RESULTS: [&str; 4] = ["served", "declined", "not_routed", "upstream_failed"];
+
+impl Handoff {
+    fn counter(self) -> usize {
+        1 + self as usize
+    }
+}
+
+/// The proxy service's application: this path first, Pingora's proxy for the rest.
+pub struct FastPath {
+    proxy: Arc<HttpProxy<SessionProxy>>,
+    routing: Routing,
+    limits: DownstreamLimits,
+    shared: Shared,
+    exchange: Exchange,
+    /// `session_router_fast_path_requests_total` by result, resolved once.
+    results: [IntCounter; 4],
+}
+
+impl FastPath {
+    pub fn new(
+        proxy: HttpProxy<SessionProxy>,
+        routing: Routing,
+        upstream: &Upstream,
+        limits: DownstreamLimits,
+        shared: Shared,
+        pool: Arc<UpstreamPool>,
+    ) -> Self {
+        let results = RESULTS.map(|r| shared.metrics.fast_path.with_label_values(&[r]));
+        FastPath {
+            results,
+            proxy: Arc::new(proxy),
+            routing,
+            limits,
+            exchange: Exchange::new(upstream, pool, shared.draining.clone()),
+            shared,
+        }
+    }
+}
+
+/// One client connection while this path holds it.
+struct Client {
+    io: Box<TcpClient>,
+    /// Read from the client and not consumed yet: a partial head, or pipelined requests.
+    buf: BytesMut,
+    peer: Option<IpAddr>,
+    trusted_peer: bool,
+    shutdown: ShutdownWatch,
+}
+
+/// Buffers reused from one request to the next on a connection.
+#[derive(Default)]
+struct Scratch {
+    upstream_head: Vec<u8>,
+    exchange: exchange::Buffers,
+}
+
+#[async_trait]
+impl ServerApp for FastPath {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // Only plain TCP connections come here; anything else is Pingora's from the start.
+        if !stream.as_any().is::<TcpClient>() {
+            return self.proxy.process_new(stream, shutdown).await;
+        }
+        let io: Box<TcpClient> = stream.into_any().downcast().ok()?;
+        let peer = io
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut client = Client {
+            io,
+            buf: BytesMut::with_capacity(4096),
+            peer,
+            trusted_peer: peer.is_some_and(|ip| self.limits.trusts(ip)),
+            shutdown: shutdown.clone(),
+        };
+        let mut scratch = Scratch::default();
+        loop {
+            match self.serve(&mut client, &mut scratch).await {
+                Next::Again => continue,
+                Next::Close => return None,
+                Next::Delegate(why) => {
+                    self.results[why.counter()].inc();
+                    client.io.rewind(&client.buf);
+                    return self.proxy.process_new(client.io, shutdown).await;
+                }
+            }
+        }
+    }
+}
+
+impl FastPath {
+    /// Reads the next request head and serves it, or says who should.
+    async fn serve(&self, client: &mut Client, scratch: &mut Scratch) -> Next {
+        loop {
+            let mut parsed = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+            match request::parse(&client.buf, &mut parsed) {
+                Ok(Some(req)) => {
+                    let head_len = req.head_len;
+                    let next = self
+                        .serve_request(
+                            &req,
+                            client.peer,
+                            client.trusted_peer,
+                            &mut client.io,
+                            scratch,
+                        )
+                        .await;
+                    if !matches!(next, Next::Delegate(_)) {
+                        client.buf.advance(head_len);
+                    }
+                    return next;
+                }
+                Ok(None) if client.buf.len() < request::MAX_HEAD => {}
+                Ok(None) | Err(_) => return Next::Delegate(Handoff::Declined),
+            }
+            if !self.read_more(client).await {
+                return Next::Close;
+            }
+        }
+    }
+
+    /// Reads more of a request head: within the keep-alive timeout while the connection is idle,
+    /// the read timeout once a request has begun. False when the connection is done: closed,
+    /// timed out, or idle as the process shuts down.
+    async fn read_more(&self, client: &mut Client) -> bool {
+        let idle = client.buf.is_empty();
+        // Draining alone keeps the connection: its next answer says `Connection: close`.
+        if idle && *client.shutdown.borrow() {
+            return false;
+        }
+        let limit = if idle {
+            self.limits.keepalive
+        } else {
+            self.limits.read_timeout
+        };
+        let read = tokio::time::timeout(limit, client.io.read_buf(&mut client.buf));
+        let result = if idle {
+            tokio::select! {
+                r = read => r,
+                _ = client.shutdown.changed() => return false,
+            }
+        } else {
+            read.await
+        };
+        matches!(result, Ok(Ok(n)) if n > 0)
+    }
+
+    /// Proxies one request this path takes; anything it cannot route is delegated.
+    async fn serve_request(
+        &self,
+        req: &Request<'_, '_>,
+        peer: Option<IpAddr>,
+        trusted_peer: bool,
+        io: &mut TcpClient,
+        scratch: &mut Scratch,
+    ) -> Next {
+        let started = Instant::now();
+        let cookie_name = self.routing.affinity_cookie.as_str();
+        let cookie_thread = headers::cookie_in(req.all("cookie"), cookie_name);
+        let parts = RequestParts {
+            host: req.host,
+            path: req.path(),
+            query: req.query(),
+            referer: req
+                .header("referer")
+                .and_then(|r| std::str::from_utf8(r).ok()),
+            cookie_thread,
+        };
+        let Ok(target) = classify(&self.routing, &parts) else {
+            return Next::Delegate(Handoff::NotRouted);
+        };
+        let resolver = &self.shared.resolver;
+        let Resolution::Ready(upstream) = resolver.resolve(&target.client, &target.thread).await
+        else {
+            return Next::Delegate(Handoff::NotRouted);
+        };
+        if self.shared.health.is_unhealthy(upstream.addr) {
+            return Next::Delegate(Handoff::NotRouted);
+        }
+        self.shared.health.note_used(upstream.addr);
+
+        let kind = headers::request_kind(
+            false,
+            req.method == "GET",
+            req.header("sec-fetch-mode"),
+            req.header("accept"),
+        );
+        let forwarded = Forwarded {
+            peer,
+            trusted_peer,
+            tls: false,
+            sent_for: req
+                .header("x-forwarded-for")
+                .and_then(|v| std::str::from_utf8(v).ok()),
+            sent_proto: req.header("x-forwarded-proto"),
+            sent_host: req.header("x-forwarded-host"),
+            host: Some(req.host.as_bytes()),
+        };
+        let set_cookie = wants_affinity(&target, kind, cookie_thread)
+            .then(|| affinity_cookie(cookie_name, &target.thread, forwarded.client_tls()));
+        let container_host = (!self.routing.preserve_host).then(|| upstream.addr.to_string());
+        request::write_upstream_head(
+            &mut scratch.upstream_head,
+            req,
+            &Rewrite {
+                target: (target.strip > 0).then(|| target.upstream_target(req.target)),
+                host: container_host.as_deref(),
+                forwarded,
+                prefix: forwarded_prefix(&target),
+                cookie: cookie_name,
+            },
+        );
+        let done = self
+            .exchange
+            .run(
+                &upstream,
+                &scratch.upstream_head,
+                req.method == "HEAD",
+                kind,
+                set_cookie.as_deref(),
+                req.close,
+                io,
+                &mut scratch.exchange,
+            )
+            .await;
+        match done {
+            Exchanged::Delegate => Next::Delegate(Handoff::UpstreamFailed),
+            Exchanged::Done {
+                outcome,
+                status,
+                keep_alive,
+            } => {
+                self.log(req, outcome, status, started.elapsed(), upstream.addr);
+                if keep_alive {
+                    Next::Again
+                } else {
+                    Next::Close
+                }
+            }
+        }
+    }
+
+    fn log(
+        &self,
+        req: &Request<'_, '_>,
+        outcome: Outcome,
+        status: u16,
+        elapsed: Duration,
+        upstream: std::net::SocketAddr,
+    ) {
+        self.results[0].inc();
+        self.shared
+            .metrics
+            .observe_request(outcome, elapsed.as_secs_f64());
+        if AccessLog::enabled() {
+            self.shared.access_log.record(&AccessRecord {
+                outcome,
+                status,
+                method: req.method,
+                host: req.host,
+                path: req.path(),
+                elapsed,
+                upstream: Some(upstream),
+            });
+        }
+    }
+}

@@ -1,0 +1,118 @@
+use super::*;
+
+fn parsed(head: &[u8]) -> Result<Option<(String, String, usize, bool)>, Decline> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    parse(head, &mut headers)
+        .map(|r| r.map(|r| (r.method.to_owned(), r.host.to_owned(), r.head_len, r.close)))
+}
+
+#[test]
+fn plain_requests_are_taken() {
+    let head = b"GET /session/t1/x?y=1 HTTP/1.1\r\nHost: edit.acme.localhost\r\n\r\nGET /next";
+    let (method, host, len, close) = parsed(head).unwrap().unwrap();
+    assert_eq!(
+        (method.as_str(), host.as_str(), close),
+        ("GET", "edit.acme.localhost", false)
+    );
+    assert_eq!(
+        &head[len..],
+        b"GET /next",
+        "the next pipelined request stays"
+    );
+    let close = b"HEAD / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n";
+    assert!(parsed(close).unwrap().unwrap().3);
+    assert_eq!(
+        parsed(b"GET / HTTP/1.1\r\nHost: h\r\n"),
+        Ok(None),
+        "incomplete"
+    );
+}
+
+#[test]
+fn everything_else_goes_to_pingora() {
+    let not_plain: [&[u8]; 10] = [
+        b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+        b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
+        b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ];
+    for head in not_plain {
+        assert_eq!(
+            parsed(head),
+            Err(Decline::NotPlain),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+    assert_eq!(
+        parsed(b"GET / HTTP/1.1\r\nHo st: h\r\n\r\n"),
+        Err(Decline::Unparsed)
+    );
+}
+
+fn rewritten(head: &[u8], rw: impl FnOnce(&Request<'_, '_>) -> Rewrite<'static>) -> String {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let req = parse(head, &mut headers).unwrap().unwrap();
+    let mut out = Vec::new();
+    write_upstream_head(&mut out, &req, &rw(&req));
+    String::from_utf8(out).unwrap()
+}
+
+fn forwarded() -> Forwarded<'static> {
+    Forwarded {
+        peer: Some("10.0.0.9".parse().unwrap()),
+        trusted_peer: false,
+        tls: false,
+        sent_for: Some("6.6.6.6"),
+        sent_proto: Some(b"https"),
+        sent_host: None,
+        host: Some(b"edit.acme.localhost"),
+    }
+}
+
+#[test]
+fn the_container_gets_the_stripped_path_and_fresh_forwarding_headers() {
+    let head = b"GET /session/t1/src/a.css?v=1 HTTP/1.1\r\nHost: edit.acme.localhost\r\n\
+        Connection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: timeout=5\r\n\
+        Cookie: a=1; sr_session=t1; b=2\r\nX-Forwarded-For: 6.6.6.6\r\n\
+        X-Forwarded-Proto: https\r\nX-Forwarded-Prefix: /evil\r\nAccept: text/css\r\n\r\n";
+    let out = rewritten(head, |_| Rewrite {
+        target: Some("/src/a.css?v=1"),
+        host: None,
+        forwarded: forwarded(),
+        prefix: None,
+        cookie: "sr_session",
+    });
+    assert_eq!(
+        out,
+        "GET /src/a.css?v=1 HTTP/1.1\r\nHost: edit.acme.localhost\r\nCookie: a=1; b=2\r\n\
+         Accept: text/css\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n\
+         X-Forwarded-Host: edit.acme.localhost\r\n\r\n"
+    );
+}
+
+#[test]
+fn a_cookie_header_of_only_ours_is_dropped_and_host_can_be_replaced() {
+    let head = b"GET /x HTTP/1.1\r\nHost: edit.acme.localhost\r\nCookie: sr_session=t1\r\n\r\n";
+    let out = rewritten(head, |_| Rewrite {
+        target: None,
+        host: Some("10.1.2.3:4321"),
+        forwarded: Forwarded {
+            peer: None,
+            ..forwarded()
+        },
+        prefix: None,
+        cookie: "sr_session",
+    });
+    assert_eq!(
+        out,
+        "GET /x HTTP/1.1\r\nHost: 10.1.2.3:4321\r\nX-Forwarded-Proto: http\r\n\
+         X-Forwarded-Host: edit.acme.localhost\r\n\r\n"
+    );
+}

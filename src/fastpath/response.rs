@@ -1,0 +1,171 @@
+//! Container responses on the router's own HTTP/1.1 path: how long the body is (RFC 9112
+//! section 6.3), whether the connection can be reused, and the head the client gets.
+
+use std::io::Write;
+
+/// Headers read per response; a response with more is answered 502.
+pub const MAX_HEADERS: usize = 96;
+/// Longest response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Hop-by-hop headers of a response: never passed to the client. Transfer-Encoding is kept, as
+/// a chunked body is passed on as it came.
+const NOT_FORWARDED: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: a HEAD request, 204 or 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Ends when the container closes the connection.
+    UntilClose,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BadResponse {
+    #[error("unparseable response head")]
+    Unparsed,
+    #[error("conflicting or invalid Content-Length")]
+    Length,
+    #[error("switching protocols without being asked to")]
+    Switch,
+}
+
+#[derive(Debug)]
+pub struct Response<'h, 'b> {
+    pub status: u16,
+    reason: &'b str,
+    pub headers: &'h [httparse::Header<'b>],
+    pub head_len: usize,
+    pub framing: Framing,
+    /// The container keeps the connection open after this response.
+    pub keep_alive: bool,
+    connection: &'b [u8],
+}
+
+/// Parses a response head from `buf`: `Ok(None)` until the head is complete.
+pub fn parse<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    head_request: bool,
+) -> Result<Option<Response<'h, 'b>>, BadResponse> {
+    let mut resp = httparse::Response::new(headers);
+    let head_len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(BadResponse::Unparsed),
+    };
+    let (Some(status), Some(version)) = (resp.code, resp.version) else {
+        return Err(BadResponse::Unparsed);
+    };
+    if status == 101 {
+        return Err(BadResponse::Switch);
+    }
+    let headers: &'h [httparse::Header<'b>] = resp.headers;
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut connection: &[u8] = b"";
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(BadResponse::Length)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(BadResponse::Length);
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only the last coding says whether the body is chunked.
+            let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            connection = h.value;
+        }
+    }
+    let framing = if head_request || status / 100 == 1 || status == 204 || status == 304 {
+        Framing::Empty
+    } else {
+        match (chunked, length) {
+            (Some(true), _) => Framing::Chunked,
+            (Some(false), _) => Framing::UntilClose,
+            (None, Some(n)) => Framing::Length(n),
+            (None, None) => Framing::UntilClose,
+        }
+    };
+    let tokens = || connection.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+    let keep_alive = if version == 1 {
+        !tokens().any(|t| t.eq_ignore_ascii_case(b"close"))
+    } else {
+        tokens().any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+    };
+    Ok(Some(Response {
+        status,
+        reason: resp.reason.unwrap_or_default(),
+        headers,
+        head_len,
+        framing,
+        keep_alive: keep_alive && framing != Framing::UntilClose,
+        connection,
+    }))
+}
+
+impl<'b> Response<'_, 'b> {
+    pub fn is_interim(&self) -> bool {
+        self.status / 100 == 1
+    }
+
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    fn listed_in_connection(&self, name: &str) -> bool {
+        self.connection
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    }
+}
+
+/// Writes the head the client gets: the container's status and headers in their order and
+/// case, less hop-by-hop ones, plus the router's own.
+pub fn write_client_head(
+    out: &mut Vec<u8>,
+    resp: &Response<'_, '_>,
+    set_cookie: Option<&str>,
+    close: bool,
+) {
+    // Writes into a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
+    for h in resp.headers {
+        let name = h.name;
+        if NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n))
+            || resp.listed_in_connection(name)
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(cookie) = set_cookie {
+        let _ = write!(out, "Set-Cookie: {cookie}\r\n");
+    }
+    if close && !resp.is_interim() {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+use super::*;
+
+fn framing(head: &[u8], head_request: bool) -> Result<(Framing, bool), BadResponse> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    parse(head, &mut headers, head_request).map(|r| {
+        let r = r.expect("complete head");
+        (r.framing, r.keep_alive)
+    })
+}
+
+#[test]
+fn body_length_follows_rfc_9112() {
+    let cases: [(&[u8], bool, Framing, bool); 8] = [
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+            false,
+            Framing::Length(12),
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+            true,
+            Framing::Empty,
+            true,
+        ),
+        (
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n",
+            false,
+            Framing::Empty,
+            true,
+        ),
+        (
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            false,
+            Framing::Empty,
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+            false,
+            Framing::Chunked,
+            true,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            false,
+            Framing::UntilClose,
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\n\r\n",
+            false,
+            Framing::UntilClose,
+            false,
+        ),
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n",
+            false,
+            Framing::Length(1),
+            true,
+        ),
+    ];
+    for (head, head_request, want, keep) in cases {
+        assert_eq!(
+            framing(head, head_request),
+            Ok((want, keep)),
+            "{}",
+            String::from_utf8_lossy(head)
+        );
+    }
+    let close = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nConnection: close\r\n\r\n";
+    assert_eq!(framing(close, false), Ok((Framing::Length(1), false)));
+    let old = b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n";
+    assert_eq!(framing(old, false), Ok((Framing::Length(1), false)));
+}
+
+#[test]
+fn unusable_responses_are_refused() {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let conflicting = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+    assert_eq!(
+        parse(conflicting, &mut headers, false).unwrap_err(),
+        BadResponse::Length
+    );
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let switch = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+    assert_eq!(
+        parse(switch, &mut headers, false).unwrap_err(),
+        BadResponse::Switch
+    );
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert!(parse(b"HTTP/1.1 200 OK\r\nContent-", &mut headers, false)
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn the_client_head_drops_hop_by_hop_and_adds_the_routers() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: keep-alive, X-Hop\r\n\
+        X-Hop: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let resp = parse(head, &mut headers, false).unwrap().unwrap();
+    let mut out = Vec::new();
+    write_client_head(&mut out, &resp, Some("sr_session=t1; Path=/"), true);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\
+         Set-Cookie: sr_session=t1; Path=/\r\nConnection: close\r\n\r\n"
+    );
+}
