@@ -297,7 +297,7 @@ backend no_session
 """
 
 
-def router_toml(tmp, port, admin, upstream):
+def router_toml(tmp, port, admin, upstream, refresh="5s"):
     return f"""
 [listen]
 proxy = "127.0.0.1:{port}"
@@ -308,6 +308,7 @@ path_hosts = ["edit.{{client}}.localhost"]
 
 [store]
 kind = "file"
+refresh_interval = "{refresh}"
 
 [store.file]
 path = "{tmp}/sessions.toml"
@@ -315,6 +316,45 @@ path = "{tmp}/sessions.toml"
 [upstream]
 allowed_cidrs = ["127.0.0.0/8"]
 """
+
+
+def more_sessions(n):
+    """`n` sessions beyond the one under load, each on its own container, as the platform has them."""
+    lines = []
+    for i in range(n):
+        lines.append(
+            f'[sessions."client{i % 1000}-thread{i:07}"]\ncontainer_id = "c{i:07}"\n'
+            f'client_id = "client{i % 1000}"\n[containers."c{i:07}"]\n'
+            f'ip = "10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"\nport = 4321\n'
+        )
+    return "".join(lines)
+
+
+class TableSwapper:
+    """Rewrites the router's table file every `every` seconds (its length changes each time, so the
+    router sees a new version) until stopped; counts the rewrites."""
+
+    def __init__(self, path, every):
+        import threading
+
+        self.path, self.every = path, every
+        self.text = path.read_text()
+        self.stop_flag = threading.Event()
+        self.count = 0
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        while not self.stop_flag.wait(self.every):
+            self.count += 1
+            tmp = self.path.with_suffix(".swap")
+            tmp.write_text(self.text + "#" * (self.count % 2) + "\n")
+            tmp.replace(self.path)
+
+    def stop(self):
+        self.stop_flag.set()
+        self.thread.join()
+        return self.count
 
 
 SESSIONS_TOML = """
@@ -347,7 +387,9 @@ def pingora_yaml(tmp, name, extra):
 
 
 class Spec:
-    """`kind[@name][,key=value...]`: keys `bin=PATH`, `yaml.KEY=VALUE` (Pingora YAML), `env.KEY=VALUE`."""
+    """`kind[@name][,key=value...]`: keys `bin=PATH`, `yaml.KEY=VALUE` (Pingora YAML), `env.KEY=VALUE`;
+    for the router also `sessions=N` (that many more sessions in its table) and `swap=SECONDS`
+    (the table file rewritten that often while measuring, so the router reloads and swaps it)."""
 
     def __init__(self, text):
         head, *opts = text.split(",")
@@ -358,6 +400,8 @@ class Spec:
         self.bin = None
         self.yaml = {}
         self.env = {}
+        self.sessions = 0
+        self.swap = None
         for opt in opts:
             key, _, value = opt.partition("=")
             if key == "bin":
@@ -366,6 +410,10 @@ class Spec:
                 self.yaml[key[5:]] = value
             elif key.startswith("env."):
                 self.env[key[4:]] = value
+            elif key == "sessions":
+                self.sessions = int(value)
+            elif key == "swap":
+                self.swap = float(value)
             else:
                 raise RunError(f"unknown option {key!r} in {text!r}")
 
@@ -397,10 +445,12 @@ def start_proxy(spec, args, procs, tmp, upstream_port, wrap=(), ready_s=20.0):
         env = dict(os.environ)
         if spec.kind == "router":
             binary = spec.bin or str(ROOT / "target/release/session-router")
-            (tmp / "sessions.toml").write_text(SESSIONS_TOML.format(upstream=upstream_port))
+            sessions = SESSIONS_TOML.format(upstream=upstream_port) + more_sessions(spec.sessions)
+            (tmp / "sessions.toml").write_text(sessions)
             toml = tmp / f"{spec.name}.toml"
             spec.admin = free_port()
-            toml.write_text(router_toml(tmp, port, spec.admin, upstream_port))
+            refresh = "500ms" if spec.swap else "5s"
+            toml.write_text(router_toml(tmp, port, spec.admin, upstream_port, refresh))
             argv = [binary, "--config", str(toml), "-c", str(yaml)]
             env["RUST_LOG"] = "info" if args.access_log == "on" else "info,access=off"
         else:
@@ -501,7 +551,9 @@ def measure(spec, args, procs, tmp, upstream):
         pids = process_tree(pid) if pid else []
         up_pids = process_tree(upstream.pid)
         before = cpu_ticks(pids), cpu_ticks(up_pids), store_calls(spec)
+        swapper = TableSwapper(tmp / "sessions.toml", spec.swap) if spec.swap else None
         out = wrk(args, port, args.duration, latency=True)
+        swaps = swapper.stop() if swapper else None
         after = cpu_ticks(pids), cpu_ticks(up_pids), store_calls(spec)
         rss, hwm = memory_kib(pids) if pids else memory_kib(up_pids)
         result = parse_wrk(out)
@@ -521,6 +573,7 @@ def measure(spec, args, procs, tmp, upstream):
                 "rss_kib": rss,
                 "hwm_kib": hwm,
                 "store_calls": None if before[2] is None else after[2] - before[2],
+                "table_swaps": swaps,
             }
         )
         return result
@@ -612,6 +665,8 @@ def summarize(rows, names, baseline):
             }
         calls = [r["store_calls"] for r in mine if r["store_calls"] is not None]
         entry["store_calls"] = sum(calls) if calls else None
+        swaps = [r["table_swaps"] for r in mine if r.get("table_swaps") is not None]
+        entry["table_swaps"] = sum(swaps) if swaps else None
         summary[name] = entry
     return summary
 
@@ -648,6 +703,8 @@ def print_table(summary, baseline, args):
     for name, e in summary.items():
         if e["store_calls"] is not None:
             print(f"{name}: store calls during measured runs: {e['store_calls']:.0f}")
+        if e["table_swaps"] is not None:
+            print(f"{name}: table file rewritten {e['table_swaps']} times during measured runs")
     print("direct: CPU and memory are the upstream's own (wrk talks to it with no proxy).")
 
 

@@ -8,10 +8,6 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 use pingora::prelude::*;
 
-// The router's allocator, so that the two differ only in what the router does per request.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 struct Bare {
     upstream: SocketAddr,
 }

@@ -12,6 +12,7 @@ pub mod fastpath;
 pub mod headers;
 pub mod health;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod outcome;
 pub mod pages;

@@ -10,11 +10,6 @@ use session_router::{logging, probe, server};
 /// Per-step limit of `--probe`: well inside a container health check's own timeout.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-// Pingora allocates and frees about a hundred small blocks per proxied request; mimalloc serves
-// them from per-thread free lists for far fewer instructions than glibc's malloc (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(url) = &cli.probe {

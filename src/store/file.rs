@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -42,17 +42,28 @@ struct ContainerEntry {
 /// What identifies one version of the file without reading it.
 type Fingerprint = (SystemTime, u64);
 
+/// The last version of the file that parsed, shared with the route table built from it.
+#[derive(Clone)]
+struct Parsed {
+    fingerprint: Fingerprint,
+    snapshot: Arc<StoreSnapshot>,
+}
+
 pub struct FileStore {
     path: PathBuf,
-    /// Fingerprint of the last file that loaded; only the refresh task touches it.
-    last_loaded: Mutex<Option<Fingerprint>>,
+    /// Parsed once per version of the file: a table miss looks the session up here instead of
+    /// parsing the whole file again, so unknown sessions cost a `stat`, not a parse.
+    parsed: Mutex<Option<Parsed>>,
+    /// Fingerprint of the version the last full load returned.
+    loaded: Mutex<Option<Fingerprint>>,
 }
 
 impl FileStore {
     pub fn new(path: PathBuf) -> Self {
         FileStore {
             path,
-            last_loaded: Mutex::new(None),
+            parsed: Mutex::new(None),
+            loaded: Mutex::new(None),
         }
     }
 
@@ -75,14 +86,38 @@ impl FileStore {
         }
     }
 
-    async fn read(&self) -> Result<StoreSnapshot, StoreError> {
+    /// The file as it is now, parsed at most once per version. Parsing runs on a blocking
+    /// thread: a large file takes a while, and a table miss may be the one to notice a change.
+    async fn current(&self) -> Result<Parsed, StoreError> {
+        let fingerprint = self.fingerprint().await?;
+        if let Some(parsed) = self.cached(fingerprint) {
+            return Ok(parsed);
+        }
         let text = tokio::fs::read_to_string(&self.path)
             .await
             .map_err(|source| self.io_error(source))?;
-        parse(&text).map_err(|reason| StoreError::Parse {
-            path: self.display(),
-            reason,
-        })
+        let snapshot = tokio::task::spawn_blocking(move || parse(&text))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("parsing task failed: {e}")))?
+            .map_err(|reason| StoreError::Parse {
+                path: self.display(),
+                reason,
+            })?;
+        let parsed = Parsed {
+            fingerprint,
+            snapshot: Arc::new(snapshot),
+        };
+        if let Ok(mut slot) = self.parsed.lock() {
+            *slot = Some(parsed.clone());
+        }
+        Ok(parsed)
+    }
+
+    fn cached(&self, fingerprint: Fingerprint) -> Option<Parsed> {
+        let slot = self.parsed.lock().ok()?;
+        slot.as_ref()
+            .filter(|p| p.fingerprint == fingerprint)
+            .cloned()
     }
 }
 
@@ -126,29 +161,25 @@ fn parse(text: &str) -> Result<StoreSnapshot, String> {
 
 #[async_trait]
 impl RouteStore for FileStore {
-    async fn load_all(&self) -> Result<Option<StoreSnapshot>, StoreError> {
-        let before = self.fingerprint().await?;
-        if self
-            .last_loaded
+    async fn load_all(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
+        let parsed = self.current().await?;
+        let mut loaded = self
+            .loaded
             .lock()
-            .map(|g| *g == Some(before))
-            .unwrap_or(false)
-        {
+            .map_err(|_| StoreError::Unavailable("file store state poisoned".into()))?;
+        if *loaded == Some(parsed.fingerprint) {
             return Ok(None);
         }
-        let snapshot = self.read().await?;
-        if let Ok(mut last) = self.last_loaded.lock() {
-            *last = Some(before);
-        }
-        Ok(Some(snapshot))
+        *loaded = Some(parsed.fingerprint);
+        Ok(Some(parsed.snapshot))
     }
 
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.read().await?.sessions.remove(key))
+        Ok(self.current().await?.snapshot.sessions.get(key).cloned())
     }
 
     async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
-        Ok(self.read().await?.containers.remove(id))
+        Ok(self.current().await?.snapshot.containers.get(id).cloned())
     }
 }
 

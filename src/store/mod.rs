@@ -87,8 +87,9 @@ pub enum StoreError {
 /// A source of routes. Full loads feed the periodic refresh; single lookups serve table misses.
 #[async_trait]
 pub trait RouteStore: Send + Sync {
-    /// Loads everything. `Ok(None)` means nothing changed since the last successful load.
-    async fn load_all(&self) -> Result<Option<StoreSnapshot>, StoreError>;
+    /// Loads everything. `Ok(None)` means nothing changed since the last successful load. Shared,
+    /// so a backend that keeps its last load (the file store) holds no second copy of it.
+    async fn load_all(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError>;
 
     /// Looks one session up by its store key, bypassing any cache.
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError>;

@@ -5,7 +5,7 @@
 mod refresh;
 mod resolver;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
 pub use refresh::Refresher;
 pub use resolver::{Resolution, Resolver, ResolverSettings};
@@ -15,33 +15,35 @@ use crate::store::{ContainerRecord, SessionRecord, StoreSnapshot};
 /// One loaded version of the store. Never mutated after it is built.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    sessions: HashMap<Box<str>, SessionRecord>,
-    containers: HashMap<Box<str>, ContainerRecord>,
+    loaded: Arc<StoreSnapshot>,
 }
 
 impl RouteTable {
     pub fn session(&self, key: &str) -> Option<&SessionRecord> {
-        self.sessions.get(key)
+        self.loaded.sessions.get(key)
     }
 
     pub fn container(&self, id: &str) -> Option<&ContainerRecord> {
-        self.containers.get(id)
+        self.loaded.containers.get(id)
     }
 
     pub fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.loaded.sessions.len()
     }
 
     pub fn container_count(&self) -> usize {
-        self.containers.len()
+        self.loaded.containers.len()
+    }
+}
+
+impl From<Arc<StoreSnapshot>> for RouteTable {
+    fn from(loaded: Arc<StoreSnapshot>) -> Self {
+        RouteTable { loaded }
     }
 }
 
 impl From<StoreSnapshot> for RouteTable {
     fn from(s: StoreSnapshot) -> Self {
-        RouteTable {
-            sessions: s.sessions,
-            containers: s.containers,
-        }
+        RouteTable::from(Arc::new(s))
     }
 }

@@ -41,12 +41,29 @@ impl Refresher {
                     skipped,
                     elapsed.as_millis()
                 );
-                self.resolver.install(table, started);
+                let replaced = self.resolver.install(table, started);
+                retire(replaced).await;
+                crate::memory::release_free_memory();
             }
             None => self.resolver.mark_refreshed(),
         }
         Ok(())
     }
+}
+
+/// How long a replaced table may stay in use by requests before the refresh task stops waiting
+/// to free it itself.
+const RETIRE_WAIT: Duration = Duration::from_secs(2);
+
+/// Frees a replaced table here rather than in whichever request lets go of it last: freeing a
+/// table of many sessions takes milliseconds, which a request would add to its latency. Requests
+/// hold a table only for the length of one lookup (longer only while a miss waits on the store).
+async fn retire(table: Arc<RouteTable>) {
+    let deadline = Instant::now() + RETIRE_WAIT;
+    while Arc::strong_count(&table) > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(table);
 }
 
 /// Longest wait between full loads while the store keeps failing.

@@ -135,14 +135,16 @@ impl Resolver {
     /// Swaps in a table whose load started at `load_started`. Read-through entries are dropped:
     /// the new table is at least as fresh as they are, and a deleted session must not survive in
     /// them. Healed entries newer than the load's start stay.
-    pub fn install(&self, table: RouteTable, load_started: Instant) {
+    ///
+    /// Returns the table it replaced, so the caller can free it off the request path.
+    pub fn install(&self, table: RouteTable, load_started: Instant) -> Arc<RouteTable> {
         self.metrics
             .table_sessions
             .set(table.session_count() as i64);
         self.metrics
             .table_containers
             .set(table.container_count() as i64);
-        self.table.store(Arc::new(table));
+        let replaced = self.table.swap(Arc::new(table));
         self.sessions.invalidate_all();
         self.containers.invalidate_all();
         self.healed.rcu(|healed| {
@@ -154,6 +156,7 @@ impl Resolver {
         });
         self.version.fetch_add(1, Ordering::Release);
         self.mark_refreshed();
+        replaced
     }
 
     /// Changes whenever routes may have changed.

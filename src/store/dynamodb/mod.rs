@@ -4,6 +4,7 @@
 mod decode;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -172,7 +173,7 @@ fn projection(attributes: &[&str]) -> (String, HashMap<String, String>) {
 
 #[async_trait]
 impl RouteStore for DynamoDbStore {
-    async fn load_all(&self) -> Result<Option<StoreSnapshot>, StoreError> {
+    async fn load_all(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
         let s = &self.settings;
         let session_key = s.session_key_attribute.as_str();
         let container_key = s.container_key_attribute.as_str();
@@ -186,11 +187,11 @@ impl RouteStore for DynamoDbStore {
         });
         let ((sessions, bad_sessions), (containers, bad_containers)) =
             tokio::try_join!(sessions, containers)?;
-        Ok(Some(StoreSnapshot {
+        Ok(Some(Arc::new(StoreSnapshot {
             sessions,
             containers,
             skipped: bad_sessions + bad_containers,
-        }))
+        })))
     }
 
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
