@@ -389,7 +389,8 @@ def pingora_yaml(tmp, name, extra):
 class Spec:
     """`kind[@name][,key=value...]`: keys `bin=PATH`, `yaml.KEY=VALUE` (Pingora YAML), `env.KEY=VALUE`;
     for the router also `sessions=N` (that many more sessions in its table) and `swap=SECONDS`
-    (the table file rewritten that often while measuring, so the router reloads and swaps it)."""
+    (the table file rewritten that often while measuring, so the router reloads and swaps it);
+    `cpus=LIST` pins this proxy to those cores instead of the proxy core."""
 
     def __init__(self, text):
         head, *opts = text.split(",")
@@ -402,6 +403,7 @@ class Spec:
         self.env = {}
         self.sessions = 0
         self.swap = None
+        self.cpus = None
         for opt in opts:
             key, _, value = opt.partition("=")
             if key == "bin":
@@ -414,6 +416,8 @@ class Spec:
                 self.sessions = int(value)
             elif key == "swap":
                 self.swap = float(value)
+            elif key == "cpus":
+                self.cpus = value
             else:
                 raise RunError(f"unknown option {key!r} in {text!r}")
 
@@ -424,7 +428,7 @@ def start_proxy(spec, args, procs, tmp, upstream_port, wrap=(), ready_s=20.0):
         return None, upstream_port, None
     port = free_port()
     log = tmp / f"{spec.name}.log"
-    cpu = args.proxy_cpu
+    cpu = spec.cpus or args.proxy_cpu
     if spec.kind == "nginx":
         conf = tmp / "nginx-proxy.conf"
         conf.write_text(nginx_proxy_conf(tmp, port, upstream_port, args.access_log == "on"))
@@ -463,6 +467,14 @@ def start_proxy(spec, args, procs, tmp, upstream_port, wrap=(), ready_s=20.0):
         p = procs.start(spec.name, [*wrap, *argv], cpu, log, env=env)
     wait_ready(port, p, spec.name, ready_s)
     return p, port, p.pid
+
+
+def table_loads(tmp, spec):
+    """Tables the router has loaded and swapped in so far, from its log."""
+    try:
+        return (tmp / f"{spec.name}.log").read_text().count("route table loaded")
+    except OSError:
+        return 0
 
 
 def store_calls(spec):
@@ -552,8 +564,11 @@ def measure(spec, args, procs, tmp, upstream):
         up_pids = process_tree(upstream.pid)
         before = cpu_ticks(pids), cpu_ticks(up_pids), store_calls(spec)
         swapper = TableSwapper(tmp / "sessions.toml", spec.swap) if spec.swap else None
+        loads_before = table_loads(tmp, spec)
         out = wrk(args, port, args.duration, latency=True)
-        swaps = swapper.stop() if swapper else None
+        if swapper:
+            swapper.stop()
+        swaps = table_loads(tmp, spec) - loads_before if swapper else None
         after = cpu_ticks(pids), cpu_ticks(up_pids), store_calls(spec)
         rss, hwm = memory_kib(pids) if pids else memory_kib(up_pids)
         result = parse_wrk(out)
@@ -704,7 +719,7 @@ def print_table(summary, baseline, args):
         if e["store_calls"] is not None:
             print(f"{name}: store calls during measured runs: {e['store_calls']:.0f}")
         if e["table_swaps"] is not None:
-            print(f"{name}: table file rewritten {e['table_swaps']} times during measured runs")
+            print(f"{name}: tables loaded and swapped in during measured runs: {e['table_swaps']}")
     print("direct: CPU and memory are the upstream's own (wrk talks to it with no proxy).")
 
 

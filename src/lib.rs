@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod drain;
@@ -12,7 +13,6 @@ pub mod fastpath;
 pub mod headers;
 pub mod health;
 pub mod logging;
-pub mod memory;
 pub mod metrics;
 pub mod outcome;
 pub mod pages;

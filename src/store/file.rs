@@ -53,7 +53,8 @@ pub struct FileStore {
     path: PathBuf,
     /// Parsed once per version of the file: a table miss looks the session up here instead of
     /// parsing the whole file again, so unknown sessions cost a `stat`, not a parse.
-    parsed: Mutex<Option<Parsed>>,
+    /// Held while parsing, so callers that arrive meanwhile wait and share the one parse.
+    parsed: tokio::sync::Mutex<Option<Parsed>>,
     /// Fingerprint of the version the last full load returned.
     loaded: Mutex<Option<Fingerprint>>,
 }
@@ -62,7 +63,7 @@ impl FileStore {
     pub fn new(path: PathBuf) -> Self {
         FileStore {
             path,
-            parsed: Mutex::new(None),
+            parsed: tokio::sync::Mutex::new(None),
             loaded: Mutex::new(None),
         }
     }
@@ -90,34 +91,29 @@ impl FileStore {
     /// thread: a large file takes a while, and a table miss may be the one to notice a change.
     async fn current(&self) -> Result<Parsed, StoreError> {
         let fingerprint = self.fingerprint().await?;
-        if let Some(parsed) = self.cached(fingerprint) {
-            return Ok(parsed);
+        let mut slot = self.parsed.lock().await;
+        if let Some(parsed) = slot.as_ref().filter(|p| p.fingerprint == fingerprint) {
+            return Ok(parsed.clone());
         }
         let text = tokio::fs::read_to_string(&self.path)
             .await
             .map_err(|source| self.io_error(source))?;
-        let snapshot = tokio::task::spawn_blocking(move || parse(&text))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("parsing task failed: {e}")))?
-            .map_err(|reason| StoreError::Parse {
-                path: self.display(),
-                reason,
-            })?;
+        let snapshot = tokio::task::spawn_blocking(move || {
+            crate::background::lower_priority();
+            parse(&text)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("parsing task failed: {e}")))?
+        .map_err(|reason| StoreError::Parse {
+            path: self.display(),
+            reason,
+        })?;
         let parsed = Parsed {
             fingerprint,
             snapshot: Arc::new(snapshot),
         };
-        if let Ok(mut slot) = self.parsed.lock() {
-            *slot = Some(parsed.clone());
-        }
+        *slot = Some(parsed.clone());
         Ok(parsed)
-    }
-
-    fn cached(&self, fingerprint: Fingerprint) -> Option<Parsed> {
-        let slot = self.parsed.lock().ok()?;
-        slot.as_ref()
-            .filter(|p| p.fingerprint == fingerprint)
-            .cloned()
     }
 }
 

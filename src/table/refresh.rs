@@ -43,7 +43,7 @@ impl Refresher {
                 );
                 let replaced = self.resolver.install(table, started);
                 retire(replaced).await;
-                crate::memory::release_free_memory();
+                crate::background::release_free_memory();
             }
             None => self.resolver.mark_refreshed(),
         }
@@ -86,6 +86,8 @@ fn next_wait(interval: Duration, failures: u32) -> Duration {
 #[async_trait]
 impl BackgroundService for Refresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        // This service has a runtime thread of its own: loads decode on it at a lower priority.
+        crate::background::lower_priority();
         let interval = self.resolver.settings().refresh_interval;
         let mut failures = 0;
         loop {
