@@ -2,11 +2,13 @@
 //! connection, the request head, and the response passed to the client as it comes, framed so
 //! the container's connection can be pooled again.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
+use futures_util::FutureExt;
 use pingora::protocols::l4::stream::Stream as TcpClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -312,9 +314,28 @@ enum Failure {
     Cut(Broken, u16),
 }
 
+/// A client that reads nothing for this long is treated as gone, so a stalled reader cannot hold
+/// a container connection forever.
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 async fn write_client(client: &mut TcpClient, bytes: &[u8]) -> io::Result<()> {
-    client.write_all(bytes).await?;
-    client.flush().await
+    within(CLIENT_WRITE_TIMEOUT, async {
+        client.write_all(bytes).await?;
+        client.flush().await
+    })
+    .await
+}
+
+/// Runs `op` within `limit`. Most writes finish at once, so the timer is only set up for one that
+/// has to wait: a timer per request is a measurable share of the path's work.
+async fn within<T>(limit: Duration, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    let mut op = std::pin::pin!(op);
+    if let Some(done) = op.as_mut().now_or_never() {
+        return done;
+    }
+    tokio::time::timeout(limit, op)
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
 /// How much of what has arrived belongs to the body, by its framing.

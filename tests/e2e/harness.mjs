@@ -288,12 +288,16 @@ export async function launchBrowser(extraArgs = []) {
   });
 }
 
+// What watchPage saw of each page, so that a failed wait can say what the user saw instead.
+const watched = new WeakMap();
+
 /**
  * Follows one tab the way a user would see it: page loads (a reload counts), the WebSockets it
  * opens, and the Vite client's console lines.
  */
 export function watchPage(page) {
   const seen = { loads: 0, sockets: [], console: [] };
+  watched.set(page, seen);
   page.on('load', () => { seen.loads += 1; });
   page.on('websocket', (ws) => {
     const entry = { url: ws.url(), closed: false };
@@ -317,12 +321,41 @@ export async function headingOf(page) {
   }).catch(() => null);
 }
 
-/** Waits until the heading shows `want` (partial: text and/or color). */
+/**
+ * Waits until the heading shows `want` (partial: text and/or color). A timeout says what the
+ * page showed instead and the last lines of its console, as CI keeps no other trace of it.
+ */
 export async function waitHeading(page, want, ms = 20000) {
-  return waitFor(`heading ${JSON.stringify(want)} on ${page.url()}`, async () => {
-    const h = await headingOf(page);
-    return h && Object.entries(want).every(([k, v]) => h[k] === v) ? h : null;
-  }, ms);
+  try {
+    return await waitFor(`heading ${JSON.stringify(want)} on ${page.url()}`, async () => {
+      const h = await headingOf(page);
+      return h && Object.entries(want).every(([k, v]) => h[k] === v) ? h : null;
+    }, ms);
+  } catch (e) {
+    e.message += `\n  the page showed: ${JSON.stringify(await pageSummary(page))}`;
+    const seen = watched.get(page);
+    if (seen) {
+      e.message += `\n  page loads: ${seen.loads}; sockets: ${JSON.stringify(seen.sockets)}`
+        + `\n  last console lines:\n    ${seen.console.slice(-15).join('\n    ')}`;
+    }
+    throw e;
+  }
+}
+
+/** The page's heading and the start of its visible text. */
+async function pageSummary(page) {
+  const heading = await headingOf(page);
+  const text = await page.evaluate(() => document.body?.innerText.slice(0, 300) ?? null).catch((e) => `(${e.message})`);
+  return { heading, text };
+}
+
+/**
+ * Spaces two edits of one file as an editor would: the dev server's handling of a file written
+ * twice within milliseconds is not what these tests are about, and on a slow machine it has lost
+ * the second edit once (CI, path mode; the page's state at the time was not recorded then).
+ */
+export async function betweenEdits() {
+  await sleep(500);
 }
 
 /** Sets a marker on the page's window; a reload loses it. */

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import {
   Router, Site, launchBrowser, watchPage, hmrConnected, headingOf, waitHeading, waitFor, mark, marker,
-  saveArtifact, scope,
+  saveArtifact, scope, betweenEdits,
 } from './harness.mjs';
 
 const RED = 'rgb(200, 0, 0)';
@@ -87,6 +87,7 @@ async function editShowsOnlyIn(site, tab, edit, other) {
   const otherUpdates = hotUpdates(other.seen);
   site.setColor(edit.color);
   await waitHeading(tab.page, { text: site.heading, color: edit.color });
+  await betweenEdits();
   site.setHeading(edit.heading);
   await waitHeading(tab.page, { text: edit.heading, color: edit.color });
   assert.deepEqual(await headingOf(other.page), otherBefore);
@@ -121,6 +122,7 @@ test('path mode: the page renders, HMR connects through the router, text and sty
   assert.equal(page.url(), router.url('edit.acme.localhost', '/session/t1/'));
 
   // A template edit: Astro's dev server tells the client to reload the page, which it does itself.
+  await betweenEdits();
   await mark(page, 'text');
   site.setHeading('Edited through the router');
   await waitHeading(page, { text: 'Edited through the router', color: BLUE });
@@ -173,6 +175,7 @@ test('host mode: two tabs on two threads of one client each update live, with no
   assert.equal(await marker(tab1.page), 'one');
   assert.equal(await marker(tab2.page), 'two');
 
+  await betweenEdits();
   one.setHeading('Thread one edited');
   await waitHeading(tab1.page, { text: 'Thread one edited', color: BLUE });
   two.setHeading('Thread two edited');
@@ -202,6 +205,7 @@ test('path mode, two tabs on two threads of one client: the one cookie follows t
   t.diagnostic('style edit on t1 while the cookie named t2: tab 1 showed t2\'s colour, not its own edit');
 
   // A template edit reloads tab 1 through /session/t1/, which shows it right and moves the cookie.
+  await betweenEdits();
   one.setHeading('Thread one edited');
   await waitHeading(tab1.page, { text: 'Thread one edited', color: BLUE });
   assert.deepEqual(await cookie(), ['sr_session=t1']);
@@ -246,6 +250,7 @@ test('container restart: the open page reconnects to the new port and shows the 
     await waitHeading(tab.page, { text: 'Before restart', color: BLUE });
     assert.equal(await marker(tab.page), 'after restart', 'the style edit after the restart was a hot update');
   }
+  await betweenEdits();
   site.setHeading('After restart');
   await waitHeading(path.page, { text: 'After restart' });
   await waitHeading(host.page, { text: 'After restart' });
