@@ -520,11 +520,21 @@ def parse_wrk(out):
     }
 
 
+def pacing(args):
+    """wrk's script hook for a pause before each request, so the proxy runs below saturation."""
+    if not args.pace_ms:
+        return []
+    script = Path(args.out) / f"pace-{args.pace_ms}ms.lua"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(f"-- Pause before each request of a connection.\nfunction delay()\n  return {args.pace_ms}\nend\n")
+    return ["-s", str(script)]
+
+
 def wrk(args, port, seconds, latency):
     argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "2s"]
     if latency:
         argv.append("--latency")
-    argv += wrk_headers(args) + [f"http://127.0.0.1:{port}{PATH}"]
+    argv += wrk_headers(args) + pacing(args) + [f"http://127.0.0.1:{port}{PATH}"]
     if args.load_cpu is not None:
         argv = ["taskset", "-c", str(args.load_cpu)] + argv
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15)
@@ -698,7 +708,8 @@ def print_table(summary, baseline, args):
     print(
         f"{args.connections} connections, 1 wrk thread, {args.duration} s per run after {args.warmup} s "
         f"warm-up, {args.rounds} round(s), access logs {args.access_log}, "
-        f"{args.headers} request headers; "
+        f"{args.headers} request headers, "
+        f"{f'{args.pace_ms} ms pause before each request' if args.pace_ms else 'no pause between requests'}; "
         f"medians, (×{baseline}: median ratio [min–max] of same-round ratios)"
     )
     header = f"{'proxy':<16}" + "".join(f"{c[0]:>30}" for c in cols)
@@ -736,6 +747,13 @@ def main():
         choices=["minimal", "browser"],
         default="minimal",
         help="request headers: Host only (wrk's default), or a browser's dozen",
+    )
+    ap.add_argument(
+        "--pace-ms",
+        type=int,
+        default=0,
+        help="pause this long before each request on a connection: load below saturation, "
+        "where p99 shows queueing behind background work instead of lost throughput",
     )
     ap.add_argument("--baseline", default="nginx")
     ap.add_argument("--out", default=str(ROOT / "target/bench"))

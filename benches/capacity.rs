@@ -52,6 +52,21 @@ fn sizes() -> Sizes {
 }
 
 /// One line of /proc/PID/status, in bytes (the file states kB).
+/// Resident size once the process has stopped giving memory back: readiness comes as soon as the
+/// table is installed, and the load's scratch memory is returned to the system just after.
+fn settled_rss(pid: u32) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = proc_status_bytes(pid, "VmRSS:");
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = proc_status_bytes(pid, "VmRSS:");
+        if now + now / 100 >= last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
 fn proc_status_bytes(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
@@ -113,12 +128,12 @@ fn start_router(sessions: &str) -> (Router, Duration) {
 fn measure_sessions(n: usize) {
     let one = big_table(1);
     let (small, _) = start_router(&one);
-    let base = proc_status_bytes(small.pid(), "VmRSS:");
+    let base = settled_rss(small.pid());
     drop(small);
 
     let table = big_table(n);
     let (router, load) = start_router(&table);
-    let rss = proc_status_bytes(router.pid(), "VmRSS:");
+    let rss = settled_rss(router.pid());
     let peak = proc_status_bytes(router.pid(), "VmHWM:");
     println!(
         "sessions: {n} loaded from a {:.0} MB file in {load:.1?}; resident {:.1} MiB (one session: \

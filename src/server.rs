@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -147,7 +148,7 @@ fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
             proxy,
             "session proxy",
         );
-        service.add_tcp(&listen);
+        service.add_listener(proxy_listener(&listen));
         server.add_service(service);
         return;
     }
@@ -161,10 +162,17 @@ fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
         pool.clone(),
     );
     let mut service = Service::new("session proxy".to_owned(), app);
-    service.add_tcp(&listen);
+    service.add_listener(proxy_listener(&listen));
     server.add_service(service);
     server.add_service(background_service(
         "upstream pool sweep",
         PoolSweeper::new(pool),
     ));
+}
+
+/// The public listener, plain TCP without a read buffer under the HTTP layer: both engines read
+/// into buffers of their own, so Pingora's default 64 KiB per connection would only be a second
+/// copy, held for as long as a connection (an idle WebSocket above all) stays open.
+fn proxy_listener(addr: &str) -> ListenerConfig {
+    ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::default().read(0))
 }
