@@ -5,8 +5,8 @@
 Tools (each measures only the window after warm-up, then divides by the requests wrk completed):
   syscalls   perf stat on the syscalls:sys_enter_* tracepoints: syscall counts per request
   allocs     uprobes on libc malloc/calloc/realloc/posix_memalign/free (perf probe + perf stat);
-             blind to a statically linked allocator such as the router's mimalloc: profile a
-             glibc build for counts (callgrind's instruction total covers either)
+             blind to a statically linked allocator (e.g. a build with mimalloc as the global
+             allocator): callgrind's allocator count covers both
   perf       perf record (cpu-clock sampling, no hardware counters needed): top symbols
   callgrind  valgrind --tool=callgrind, instrumentation switched on after warm-up: instructions
              per request, reproducible whatever the machine's noise (the proxy runs ~50x slower)
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import load  # noqa: E402
 
 LIBC_ALLOC = ["malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "free"]
-# Entry points counted under callgrind: libc's, and mimalloc's as Rust's allocator calls them.
+# Entry points counted under callgrind: libc's, and mimalloc's for builds that link it.
 ALLOCATOR_FNS = set(LIBC_ALLOC) | {
     "mi_malloc", "mi_malloc_aligned", "mi_zalloc", "mi_zalloc_aligned", "mi_realloc",
     "mi_realloc_aligned", "mi_free",

@@ -4,25 +4,14 @@
 //! and their ratio. `cargo bench --bench table_swap` runs 100k sessions; `cargo test` a small
 //! smoke run.
 
-use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use session_router::config::{Config, RouterFile};
-use session_router::metrics::Metrics;
-use session_router::routing::{classify, RequestParts};
-use session_router::store::{
-    ContainerRecord, ContainerStatus, FileStore, SessionRecord, StoreSnapshot,
-};
-use session_router::table::{Resolution, Resolver, ResolverSettings, RouteTable};
-use session_router::upstream::AddressPolicy;
+use session_router::config::Config;
+use session_router::table::Resolver;
 
-const CLIENTS: usize = 1000;
+mod common;
 
 struct Sizes {
     sessions: usize,
@@ -47,81 +36,15 @@ fn sizes() -> Sizes {
     }
 }
 
-fn table(sessions: usize, generation: u32) -> RouteTable {
-    let mut snap = StoreSnapshot::default();
-    for i in 0..sessions {
-        let container: Arc<str> = format!("c{i}-{generation}").into();
-        snap.sessions.insert(
-            format!("client{}-thread{i}", i % CLIENTS).into(),
-            SessionRecord {
-                container_id: container.clone(),
-                client_id: Some(format!("client{}", i % CLIENTS).into()),
-                expires_at: None,
-            },
-        );
-        snap.containers.insert(
-            container.to_string().into(),
-            ContainerRecord {
-                ip: Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32))),
-                port: None,
-                status: ContainerStatus::Running,
-            },
-        );
-    }
-    RouteTable::from(snap)
-}
-
-fn resolver(config: &Config, sessions: usize) -> Resolver {
-    let settings = ResolverSettings {
-        session_key: config.routing.session_key.clone(),
-        container_port: 4321,
-        refresh_interval: Duration::from_secs(3600),
-        negative_ttl: Duration::from_secs(2),
-        max_staleness: Duration::from_secs(7200),
-        policy: AddressPolicy::new(vec!["10.0.0.0/8".parse().unwrap()]),
-    };
-    // The store is never reached: every looked-up session is in every table.
-    let store = Arc::new(FileStore::new(PathBuf::from("/nonexistent")));
-    let resolver = Resolver::new(store, Arc::new(Metrics::new().unwrap()), settings);
-    resolver.install(table(sessions, 0), Instant::now());
-    resolver
-}
-
-/// Polls a future that a table hit completes without waiting, as the proxy's first poll does.
-fn poll_ready<F: Future>(fut: F) -> F::Output {
-    let mut fut = pin!(fut);
-    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(out) => out,
-        Poll::Pending => panic!("a table hit must not wait"),
-    }
-}
-
 /// Times `count` lookups spread over the table; returns their durations in nanoseconds, sorted.
 fn timed_lookups(config: &Config, resolver: &Resolver, sessions: usize, count: usize) -> Vec<u64> {
-    let requests: Vec<(String, String)> = (0..4096)
-        .map(|n| {
-            let i = (n * 7919) % sessions;
-            (
-                format!("edit.client{}.example.com", i % CLIENTS),
-                format!("/session/thread{i}/src/main.ts"),
-            )
-        })
-        .collect();
+    let requests = common::requests(sessions);
     let mut took = Vec::with_capacity(count);
     for n in 0..count {
         let (host, path) = &requests[n % requests.len()];
         let started = Instant::now();
-        let parts = RequestParts {
-            host,
-            path,
-            query: None,
-            referer: None,
-            cookie_thread: None,
-        };
-        let target = classify(&config.routing, &parts).expect("routable");
-        let resolution = poll_ready(resolver.resolve(&target.client, &target.thread));
+        common::resolve(config, resolver, host, path);
         took.push(started.elapsed().as_nanos() as u64);
-        assert!(matches!(resolution, Resolution::Ready(_)));
     }
     took.sort_unstable();
     took
@@ -142,10 +65,8 @@ fn report(label: &str, sorted: &[u64]) -> [u64; 3] {
 
 fn main() {
     let sizes = sizes();
-    let mut file = RouterFile::default();
-    file.routing.path_hosts = vec!["edit.{client}.example.com".into()];
-    let config = Config::validate(file).expect("config");
-    let resolver = Arc::new(resolver(&config, sizes.sessions));
+    let config = common::config();
+    let resolver = Arc::new(common::resolver(&config, common::table(sizes.sessions, 0)));
 
     timed_lookups(&config, &resolver, sizes.sessions, sizes.lookups / 10);
     let quiet = timed_lookups(&config, &resolver, sizes.sessions, sizes.lookups);
@@ -160,7 +81,7 @@ fn main() {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                let next = table(sessions, generation);
+                let next = common::table(sessions, generation);
                 let replaced = resolver.install(next, Instant::now());
                 // Freed here, as the refresh task frees it, once no lookup holds it.
                 while Arc::strong_count(&replaced) > 1 {
