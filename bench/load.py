@@ -173,6 +173,14 @@ def wait_ready(port, proc, name, deadline_s=20.0):
 # ---- configurations -------------------------------------------------------------------------
 
 
+def nginx_http_common(tmp, prefix):
+    """What both nginx configs set in `http`: temp dirs of their own, and connections kept open."""
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    lines = [f"{kind}_temp_path {tmp}/{prefix}-{kind};" for kind in kinds]
+    lines += ["keepalive_timeout 75s;", "keepalive_requests 10000000;"]
+    return "\n    ".join(lines)
+
+
 def upstream_conf(tmp, port):
     return f"""
 worker_processes 1;
@@ -182,13 +190,7 @@ error_log {tmp}/upstream.error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
-    client_body_temp_path {tmp}/up-body;
-    proxy_temp_path {tmp}/up-proxy;
-    fastcgi_temp_path {tmp}/up-fastcgi;
-    uwsgi_temp_path {tmp}/up-uwsgi;
-    scgi_temp_path {tmp}/up-scgi;
-    keepalive_timeout 75s;
-    keepalive_requests 10000000;
+    {nginx_http_common(tmp, "up")}
     server {{
         listen 127.0.0.1:{port};
         location / {{
@@ -220,13 +222,7 @@ error_log {tmp}/nginx-proxy.error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     {log}
-    client_body_temp_path {tmp}/px-body;
-    proxy_temp_path {tmp}/px-proxy;
-    fastcgi_temp_path {tmp}/px-fastcgi;
-    uwsgi_temp_path {tmp}/px-uwsgi;
-    scgi_temp_path {tmp}/px-scgi;
-    keepalive_timeout 75s;
-    keepalive_requests 10000000;
+    {nginx_http_common(tmp, "px")}
     map $host $sr_client {{
         "~^edit\\.(?<c>[A-Za-z0-9_-]{{1,63}})\\.localhost$" $c;
         default "";
