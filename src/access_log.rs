@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::background::wait_or_shutdown;
 use crate::config::LogFormat;
 use crate::outcome::Outcome;
 
@@ -181,15 +182,10 @@ impl AccessLogFlusher {
 #[async_trait]
 impl BackgroundService for AccessLogFlusher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(FLUSH_INTERVAL) => self.log.flush(),
-                _ = shutdown.changed() => {
-                    self.log.stop_buffering();
-                    return;
-                }
-            }
+        while wait_or_shutdown(FLUSH_INTERVAL, &mut shutdown).await {
+            self.log.flush();
         }
+        self.log.stop_buffering();
     }
 }
 

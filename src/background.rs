@@ -3,6 +3,8 @@
 //! parses and decodes far more than the table it leaves behind, on the same cores that serve
 //! requests.
 
+use pingora::server::ShutdownWatch;
+
 /// Lowers the calling thread's CPU priority (nice 10), so that a busy proxy thread gets the CPU
 /// first: a table load then takes longer under load instead of delaying requests.
 pub fn lower_priority() {
@@ -24,5 +26,14 @@ pub fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own free lists; it touches no live allocation.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Waits `period`, or less if the server starts shutting down: true when the period passed,
+/// false on shutdown. The one pause of every periodic background service.
+pub async fn wait_or_shutdown(period: std::time::Duration, shutdown: &mut ShutdownWatch) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(period) => true,
+        _ = shutdown.changed() => false,
     }
 }

@@ -16,6 +16,7 @@ use pingora::lb::Backend;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::background::wait_or_shutdown;
 use crate::config::HealthSection;
 use crate::metrics::Metrics;
 
@@ -209,11 +210,7 @@ impl HealthChecker {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
-                _ = shutdown.changed() => return,
-            }
+        while wait_or_shutdown(self.interval, &mut shutdown).await {
             self.check_all().await;
         }
     }

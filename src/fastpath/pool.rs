@@ -11,6 +11,8 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::net::TcpStream;
 
+use crate::background::wait_or_shutdown;
+
 /// Idle connections kept per session and container: the browser's six connections per host,
 /// many times over, without letting one session hoard descriptors.
 const PER_KEY: usize = 64;
@@ -110,11 +112,8 @@ impl PoolSweeper {
 #[async_trait]
 impl BackgroundService for PoolSweeper {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(SWEEP_INTERVAL) => self.pool.sweep(),
-                _ = shutdown.changed() => return,
-            }
+        while wait_or_shutdown(SWEEP_INTERVAL, &mut shutdown).await {
+            self.pool.sweep();
         }
     }
 }

@@ -9,6 +9,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::{Resolver, RouteTable};
+use crate::background::wait_or_shutdown;
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 
@@ -98,9 +99,8 @@ impl BackgroundService for Refresher {
                     log::error!("route table refresh failed, keeping the last good table: {e}");
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(next_wait(interval, failures)) => {}
-                _ = shutdown.changed() => return,
+            if !wait_or_shutdown(next_wait(interval, failures), &mut shutdown).await {
+                return;
             }
         }
     }
