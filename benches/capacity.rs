@@ -4,7 +4,7 @@
 //! (1M sessions, 10,000 WebSockets or as many as the descriptor limit allows); under
 //! `cargo test` it runs small sizes as a smoke test.
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/integration/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,7 +1,7 @@
 //! The DynamoDB store against a real DynamoDB-compatible server (moto): full loads, read-through,
 //! expiry, outages and malformed items, through the real router binary.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

@@ -2,7 +2,7 @@
 //! every kind of response body, reuses and retries container connections, keeps pipelined
 //! requests in order, and hands everything else to Pingora.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

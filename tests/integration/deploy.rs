@@ -1,7 +1,7 @@
 //! The deploy/ material against the real binary: the Grafana dashboard parses, and it and the
 //! Prometheus alert rules name only metrics that the router exports.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! Operations beside the request path: JSON log lines with their documented fields, and the
 //! `--probe` health check the container image uses.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Shutdown and upgrade: what SIGTERM and a `-u` binary upgrade do to requests and WebSockets,
 //! measured on the real binary.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdTcpStream};

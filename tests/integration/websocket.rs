@@ -1,7 +1,7 @@
 //! WebSockets through the router as Vite HMR uses them: subprotocol and token untouched, frames
 //! both ways, closes from either side, and an idle socket outliving the downstream read timeout.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

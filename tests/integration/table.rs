@@ -1,7 +1,7 @@
 //! The route table over the file store: edits are routed after a refresh, a broken file keeps the
 //! last good table, concurrent misses make one store call, and readiness follows the table.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

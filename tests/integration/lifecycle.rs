@@ -1,7 +1,7 @@
 //! Containers that restart, start slowly or sit at addresses the router must not reach: the
 //! router heals by itself, answers by store state, and never connects where it should not.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,7 +1,7 @@
 //! Every outcome the router answers itself: status, headers and body kind per request kind, and
 //! the matching `session_router_requests_total` label.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

@@ -1,7 +1,7 @@
 //! HTTP routing through the real router: by thread, by client, by Referer and cookie, in path
 //! and host mode, with the forwarded request checked at real upstreams.
 
-mod common;
+use crate::common;
 
 use common::{one_session, session, sessions_toml, Router, RouterOptions, Session, Upstream};
 use serde_json::Value;

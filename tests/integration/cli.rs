@@ -1,6 +1,6 @@
 //! The command line: `-t` validates both config files and names what is wrong.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,18 @@
+//! The integration suite as one test binary: each module covers one area against the real router
+//! binary, real upstreams and a real DynamoDB-compatible server. One binary links the dependency
+//! tree once, not once per file, which keeps a clean build's disk use and link time down.
+
+mod common;
+
+mod cli;
+mod deploy;
+mod dynamodb;
+mod fast_path;
+mod isolation;
+mod lifecycle;
+mod logs_and_probe;
+mod outcomes;
+mod routing;
+mod shutdown;
+mod table;
+mod websocket;
