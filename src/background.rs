@@ -5,19 +5,64 @@
 
 use pingora::server::ShutdownWatch;
 
-/// Lowers the calling thread's CPU priority (nice 10), so that a busy proxy thread gets the CPU
-/// first: a table load then takes longer under load instead of delaying requests.
-pub fn lower_priority() {
+/// How much a background thread yields to request serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    /// The idle scheduling class: the thread runs only on CPU time no request wants, and a proxy
+    /// thread that wakes up takes the core from it at once. A niced thread instead keeps the core
+    /// until its slice ends, which held requests up by milliseconds while a large table loaded.
+    /// Work in this class may wait indefinitely on a saturated machine.
+    Idle,
+    /// Nice 10: behind request serving, but sure to progress.
+    Low,
+}
+
+/// Applies `priority` to the calling thread. Irreversible for an unprivileged process (it may
+/// lower its priority, not raise it again), so threads that need both run work that may go idle
+/// on threads of its own: [`run_on_own_thread`].
+pub fn set_priority(priority: Priority) {
     #[cfg(target_os = "linux")]
-    // SAFETY: gettid and setpriority only read and set this thread's scheduling priority.
+    // SAFETY: with pid 0 / the caller's tid, both calls change only the calling thread's
+    // scheduling, and the parameter struct is valid and initialised on this stack.
     unsafe {
-        let thread = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, thread, BACKGROUND_NICE);
+        match priority {
+            Priority::Idle => {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+            }
+            Priority::Low => {
+                let thread = libc::gettid() as libc::id_t;
+                libc::setpriority(libc::PRIO_PROCESS, thread, BACKGROUND_NICE);
+            }
+        }
     }
 }
 
 #[cfg(target_os = "linux")]
 const BACKGROUND_NICE: libc::c_int = 10;
+
+/// Runs `work` on a new thread at `priority` and waits for its result without blocking the
+/// caller's runtime. `None` if the thread could not start or `work` panicked.
+pub async fn run_on_own_thread<T, F>(name: &str, priority: Priority, work: F) -> Option<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            set_priority(priority);
+            let _ = done.send(work());
+        });
+    match spawned {
+        Ok(_) => result.await.ok(),
+        Err(e) => {
+            log::error!("could not start the {name} thread: {e}");
+            None
+        }
+    }
+}
 
 /// Returns the allocator's free pages to the system. Costs a walk of its free lists, so it is
 /// called once per table load, off the request path.
@@ -35,5 +80,38 @@ pub async fn wait_or_shutdown(period: std::time::Duration, shutdown: &mut Shutdo
     tokio::select! {
         _ = tokio::time::sleep(period) => true,
         _ = shutdown.changed() => false,
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// The calling thread's scheduling policy and nice value.
+    fn scheduling() -> (libc::c_int, libc::c_int) {
+        // SAFETY: both calls only read the calling thread's scheduling.
+        unsafe {
+            let thread = libc::gettid() as libc::id_t;
+            (
+                libc::sched_getscheduler(0),
+                libc::getpriority(libc::PRIO_PROCESS, thread),
+            )
+        }
+    }
+
+    #[tokio::test]
+    async fn work_runs_in_the_class_asked_for_and_the_caller_keeps_its_own() {
+        let before = scheduling();
+        let idle = run_on_own_thread("test idle", Priority::Idle, scheduling).await;
+        assert_eq!(idle.map(|s| s.0), Some(libc::SCHED_IDLE));
+        let low = run_on_own_thread("test low", Priority::Low, scheduling).await;
+        assert_eq!(low, Some((libc::SCHED_OTHER, BACKGROUND_NICE)));
+        assert_eq!(scheduling(), before, "the caller is unchanged");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_work_is_none_not_a_hang() {
+        let result: Option<()> = run_on_own_thread("test panic", Priority::Low, || panic!()).await;
+        assert_eq!(result, None);
     }
 }

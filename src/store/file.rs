@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::{
     ContainerRecord, ContainerStatus, RouteStore, SessionRecord, StoreError, StoreSnapshot,
 };
+use crate::background::{run_on_own_thread, Priority};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,6 +39,9 @@ struct ContainerEntry {
     port: Option<u16>,
     status: Option<String>,
 }
+
+/// A table miss has a request waiting on it: its parse must progress however busy the machine.
+const MISS: Priority = Priority::Low;
 
 /// What identifies one version of the file without reading it.
 type Fingerprint = (SystemTime, u64);
@@ -87,34 +91,61 @@ impl FileStore {
         }
     }
 
-    /// The file as it is now, parsed at most once per version. Parsing runs on a blocking
-    /// thread: a large file takes a while, and a table miss may be the one to notice a change.
-    async fn current(&self) -> Result<Parsed, StoreError> {
+    /// The file as it is now, parsed at most once per version. A table miss may be the one to
+    /// notice a change; misses that arrive meanwhile wait for its parse and share it.
+    async fn current(&self, priority: Priority) -> Result<Parsed, StoreError> {
         let fingerprint = self.fingerprint().await?;
         let mut slot = self.parsed.lock().await;
         if let Some(parsed) = slot.as_ref().filter(|p| p.fingerprint == fingerprint) {
             return Ok(parsed.clone());
         }
-        let text = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(|source| self.io_error(source))?;
-        let snapshot = tokio::task::spawn_blocking(move || {
-            crate::background::lower_priority();
-            parse(&text)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("parsing task failed: {e}")))?
-        .map_err(|reason| StoreError::Parse {
-            path: self.display(),
-            reason,
-        })?;
-        let parsed = Parsed {
-            fingerprint,
-            snapshot: Arc::new(snapshot),
-        };
+        if priority == Priority::Idle {
+            // An idle-class parse can wait long on a busy machine: it runs without the lock, so
+            // that no table miss queues behind it (a miss parses for itself instead).
+            drop(slot);
+            let parsed = self.read_and_parse(fingerprint, priority).await?;
+            let mut slot = self.parsed.lock().await;
+            if slot.as_ref().map(|p| p.fingerprint) != Some(fingerprint) {
+                *slot = Some(parsed.clone());
+            }
+            return Ok(parsed);
+        }
+        let parsed = self.read_and_parse(fingerprint, priority).await?;
         *slot = Some(parsed.clone());
         Ok(parsed)
     }
+
+    /// Reads and parses the file on a thread of its own at `priority`: for a large file both
+    /// take a while.
+    async fn read_and_parse(
+        &self,
+        fingerprint: Fingerprint,
+        priority: Priority,
+    ) -> Result<Parsed, StoreError> {
+        let path = self.path.clone();
+        let loaded = run_on_own_thread("table parse", priority, move || {
+            let text = std::fs::read_to_string(&path).map_err(ReadFailure::Io)?;
+            parse(&text).map_err(ReadFailure::Parse)
+        })
+        .await
+        .ok_or_else(|| StoreError::Unavailable("the parsing thread failed".into()))?;
+        let snapshot = loaded.map_err(|failure| match failure {
+            ReadFailure::Io(source) => self.io_error(source),
+            ReadFailure::Parse(reason) => StoreError::Parse {
+                path: self.display(),
+                reason,
+            },
+        })?;
+        Ok(Parsed {
+            fingerprint,
+            snapshot: Arc::new(snapshot),
+        })
+    }
+}
+
+enum ReadFailure {
+    Io(std::io::Error),
+    Parse(String),
 }
 
 fn parse(text: &str) -> Result<StoreSnapshot, String> {
@@ -157,8 +188,8 @@ fn parse(text: &str) -> Result<StoreSnapshot, String> {
 
 #[async_trait]
 impl RouteStore for FileStore {
-    async fn load_all(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
-        let parsed = self.current().await?;
+    async fn load_all(&self, priority: Priority) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
+        let parsed = self.current(priority).await?;
         let mut loaded = self
             .loaded
             .lock()
@@ -171,11 +202,23 @@ impl RouteStore for FileStore {
     }
 
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self.current().await?.snapshot.sessions.get(key).cloned())
+        Ok(self
+            .current(MISS)
+            .await?
+            .snapshot
+            .sessions
+            .get(key)
+            .cloned())
     }
 
     async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
-        Ok(self.current().await?.snapshot.containers.get(id).cloned())
+        Ok(self
+            .current(MISS)
+            .await?
+            .snapshot
+            .containers
+            .get(id)
+            .cloned())
     }
 }
 
@@ -203,6 +246,21 @@ mod tests {
         assert_eq!(snap.containers["c1"].port, Some(4000));
         assert_eq!(snap.containers["c2"].ip, None);
         assert_eq!(snap.containers["c2"].status, ContainerStatus::Starting);
+    }
+
+    #[tokio::test]
+    async fn an_idle_class_load_is_shared_with_the_misses_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.toml");
+        std::fs::write(&path, "[sessions.acme-t1]\ncontainer_id = \"c1\"\n").unwrap();
+        let store = FileStore::new(path);
+        let loaded = store.load_all(Priority::Idle).await.unwrap().unwrap();
+        let seen_by_miss = store.current(MISS).await.unwrap().snapshot;
+        assert!(
+            Arc::ptr_eq(&loaded, &seen_by_miss),
+            "parsed once, not twice"
+        );
+        assert!(store.load_all(Priority::Idle).await.unwrap().is_none());
     }
 
     #[test]

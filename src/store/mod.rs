@@ -11,6 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
+use crate::background::Priority;
+
 pub use dynamodb::DynamoDbStore;
 pub use file::FileStore;
 
@@ -89,7 +91,9 @@ pub enum StoreError {
 pub trait RouteStore: Send + Sync {
     /// Loads everything. `Ok(None)` means nothing changed since the last successful load. Shared,
     /// so a backend that keeps its last load (the file store) holds no second copy of it.
-    async fn load_all(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError>;
+    /// `priority` is how far the load's CPU work should yield to requests, for backends that run
+    /// that work on threads of their own.
+    async fn load_all(&self, priority: Priority) -> Result<Option<Arc<StoreSnapshot>>, StoreError>;
 
     /// Looks one session up by its store key, bypassing any cache.
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError>;

@@ -9,7 +9,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::{Resolver, RouteTable};
-use crate::background::wait_or_shutdown;
+use crate::background::{set_priority, wait_or_shutdown, Priority};
 use crate::metrics::Metrics;
 use crate::store::StoreError;
 
@@ -26,7 +26,7 @@ impl Refresher {
     /// One full load; on success the new table (if the store changed) is live when this returns.
     pub async fn refresh_once(&self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let result = self.resolver.store().load_all().await;
+        let result = self.resolver.store().load_all(self.load_priority()).await;
         let elapsed = started.elapsed();
         self.metrics
             .store_call("load_all", result.is_ok(), elapsed.as_secs_f64());
@@ -49,6 +49,17 @@ impl Refresher {
             None => self.resolver.mark_refreshed(),
         }
         Ok(())
+    }
+
+    /// Loads yield entirely to requests while the table is fresh. Past half its staleness limit
+    /// (and for the first table) they only yield partly, so that a router kept busy still
+    /// refreshes before `/readyz` would call it unready.
+    fn load_priority(&self) -> Priority {
+        let limit = self.resolver.settings().max_staleness / 2;
+        match self.resolver.table_age() {
+            Some(age) if age <= limit => Priority::Idle,
+            _ => Priority::Low,
+        }
     }
 }
 
@@ -87,8 +98,9 @@ fn next_wait(interval: Duration, failures: u32) -> Duration {
 #[async_trait]
 impl BackgroundService for Refresher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        // This service has a runtime thread of its own: loads decode on it at a lower priority.
-        crate::background::lower_priority();
+        // This service has a runtime thread of its own, where stores without threads of their
+        // own decode. Never the idle class: it could not leave it again when loads fall behind.
+        set_priority(Priority::Low);
         let interval = self.resolver.settings().refresh_interval;
         let mut failures = 0;
         loop {
@@ -109,6 +121,39 @@ impl BackgroundService for Refresher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::SessionKeyTemplate;
+    use crate::store::FileStore;
+    use crate::table::ResolverSettings;
+    use crate::upstream::AddressPolicy;
+
+    fn refresher(max_staleness: Duration) -> Refresher {
+        let settings = ResolverSettings {
+            session_key: SessionKeyTemplate::parse("{client}-{thread}").unwrap(),
+            container_port: 4321,
+            refresh_interval: Duration::from_secs(5),
+            negative_ttl: Duration::from_secs(2),
+            max_staleness,
+            policy: AddressPolicy::new(vec![]),
+        };
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let store = Arc::new(FileStore::new("/nonexistent".into()));
+        let resolver = Arc::new(Resolver::new(store, metrics.clone(), settings));
+        Refresher::new(resolver, metrics)
+    }
+
+    #[test]
+    fn loads_go_idle_only_while_the_table_is_fresh() {
+        let refresher = refresher(Duration::from_millis(400));
+        assert_eq!(refresher.load_priority(), Priority::Low, "the first table");
+        refresher.resolver.mark_refreshed();
+        assert_eq!(refresher.load_priority(), Priority::Idle);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(
+            refresher.load_priority(),
+            Priority::Low,
+            "past half the staleness limit"
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_is_capped() {

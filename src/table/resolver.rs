@@ -189,7 +189,12 @@ impl Resolver {
         self.metrics.last_refresh.set(now as f64 / 1000.0);
     }
 
-    fn table_age(&self, now_ms: u64) -> Option<Duration> {
+    /// Time since the last good load; `None` before the first.
+    pub fn table_age(&self) -> Option<Duration> {
+        self.table_age_at(now_epoch_ms())
+    }
+
+    fn table_age_at(&self, now_ms: u64) -> Option<Duration> {
         match self.last_refresh_ms.load(Ordering::Acquire) {
             0 => None,
             at => Some(Duration::from_millis(now_ms.saturating_sub(at))),
@@ -198,13 +203,13 @@ impl Resolver {
 
     /// Ready once a table has loaded, until it is older than `max_staleness`.
     pub fn is_ready(&self) -> bool {
-        self.table_age(now_epoch_ms())
+        self.table_age()
             .is_some_and(|age| age <= self.settings.max_staleness)
     }
 
     /// Past two refresh intervals without a good load, the table is serving stale routes.
     fn is_stale(&self, now_ms: u64) -> bool {
-        self.table_age(now_ms)
+        self.table_age_at(now_ms)
             .is_some_and(|age| age > self.settings.refresh_interval * 2)
     }
 

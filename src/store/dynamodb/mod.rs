@@ -18,6 +18,7 @@ use futures_util::future::try_join_all;
 use tokio::sync::OnceCell;
 
 use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot};
+use crate::background::Priority;
 use crate::config::DynamoDbSection;
 use decode::{DecodeError, Item};
 
@@ -173,7 +174,12 @@ fn projection(attributes: &[&str]) -> (String, HashMap<String, String>) {
 
 #[async_trait]
 impl RouteStore for DynamoDbStore {
-    async fn load_all(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
+    /// Decodes on the refresh task's own thread (nice 10) whatever `_priority` asks: the SDK
+    /// parses responses where it is polled.
+    async fn load_all(
+        &self,
+        _priority: Priority,
+    ) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
         let s = &self.settings;
         let session_key = s.session_key_attribute.as_str();
         let container_key = s.container_key_attribute.as_str();
