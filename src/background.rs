@@ -13,7 +13,7 @@ pub enum Priority {
     /// until its slice ends, which held requests up by milliseconds while a large table loaded.
     /// Work in this class may wait indefinitely on a saturated machine.
     Idle,
-    /// Nice 10: behind request serving, but sure to progress.
+    /// Nice 10 (or the thread's own, if lower): behind request serving, but sure to progress.
     Low,
 }
 
@@ -31,8 +31,10 @@ pub fn set_priority(priority: Priority) {
                 libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
             }
             Priority::Low => {
+                // Never above the priority the thread already has (a niced process stays so).
                 let thread = libc::gettid() as libc::id_t;
-                libc::setpriority(libc::PRIO_PROCESS, thread, BACKGROUND_NICE);
+                let nice = libc::getpriority(libc::PRIO_PROCESS, thread).max(BACKGROUND_NICE);
+                libc::setpriority(libc::PRIO_PROCESS, thread, nice);
             }
         }
     }
@@ -105,7 +107,8 @@ mod tests {
         let idle = run_on_own_thread("test idle", Priority::Idle, scheduling).await;
         assert_eq!(idle.map(|s| s.0), Some(libc::SCHED_IDLE));
         let low = run_on_own_thread("test low", Priority::Low, scheduling).await;
-        assert_eq!(low, Some((libc::SCHED_OTHER, BACKGROUND_NICE)));
+        let expected_nice = before.1.max(BACKGROUND_NICE);
+        assert_eq!(low, Some((libc::SCHED_OTHER, expected_nice)));
         assert_eq!(scheduling(), before, "the caller is unchanged");
     }
 
