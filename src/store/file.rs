@@ -95,23 +95,21 @@ impl FileStore {
     /// notice a change; misses that arrive meanwhile wait for its parse and share it.
     async fn current(&self, priority: Priority) -> Result<Parsed, StoreError> {
         let fingerprint = self.fingerprint().await?;
-        let mut slot = self.parsed.lock().await;
+        let slot = self.parsed.lock().await;
         if let Some(parsed) = slot.as_ref().filter(|p| p.fingerprint == fingerprint) {
             return Ok(parsed.clone());
         }
-        if priority == Priority::Idle {
-            // An idle-class parse can wait long on a busy machine: it runs without the lock, so
-            // that no table miss queues behind it (a miss parses for itself instead).
-            drop(slot);
-            let parsed = self.read_and_parse(fingerprint, priority).await?;
-            let mut slot = self.parsed.lock().await;
-            if slot.as_ref().map(|p| p.fingerprint) != Some(fingerprint) {
-                *slot = Some(parsed.clone());
-            }
-            return Ok(parsed);
-        }
+        // An idle-class parse can wait long on a busy machine: it runs without the lock, so that
+        // no table miss queues behind it (a miss parses for itself instead).
+        let held = (priority != Priority::Idle).then_some(slot);
         let parsed = self.read_and_parse(fingerprint, priority).await?;
-        *slot = Some(parsed.clone());
+        let mut slot = match held {
+            Some(slot) => slot,
+            None => self.parsed.lock().await,
+        };
+        if slot.as_ref().map(|p| p.fingerprint) != Some(fingerprint) {
+            *slot = Some(parsed.clone());
+        }
         Ok(parsed)
     }
 
@@ -122,30 +120,24 @@ impl FileStore {
         fingerprint: Fingerprint,
         priority: Priority,
     ) -> Result<Parsed, StoreError> {
-        let path = self.path.clone();
-        let loaded = run_on_own_thread("table parse", priority, move || {
-            let text = std::fs::read_to_string(&path).map_err(ReadFailure::Io)?;
-            parse(&text).map_err(ReadFailure::Parse)
+        let (path, shown) = (self.path.clone(), self.display());
+        let snapshot = run_on_own_thread("table parse", priority, move || {
+            let text = std::fs::read_to_string(&path).map_err(|source| StoreError::Io {
+                path: shown.clone(),
+                source,
+            })?;
+            parse(&text).map_err(|reason| StoreError::Parse {
+                path: shown,
+                reason,
+            })
         })
         .await
-        .ok_or_else(|| StoreError::Unavailable("the parsing thread failed".into()))?;
-        let snapshot = loaded.map_err(|failure| match failure {
-            ReadFailure::Io(source) => self.io_error(source),
-            ReadFailure::Parse(reason) => StoreError::Parse {
-                path: self.display(),
-                reason,
-            },
-        })?;
+        .ok_or_else(|| StoreError::Unavailable("the parsing thread failed".into()))??;
         Ok(Parsed {
             fingerprint,
             snapshot: Arc::new(snapshot),
         })
     }
-}
-
-enum ReadFailure {
-    Io(std::io::Error),
-    Parse(String),
 }
 
 fn parse(text: &str) -> Result<StoreSnapshot, String> {
