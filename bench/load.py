@@ -352,9 +352,12 @@ class TableSwapper:
             tmp = self.path.with_suffix(".swap")
             version = memoryview(self.versions[self.count % len(self.versions)])
             with open(tmp, "wb") as f:
-                # In small writes: the kernel does not preempt a long write, idle class or not.
+                # In small writes, offering the core back after each: the kernel does not preempt a
+                # long write, and a saturated proxy thread never sleeps, so it would not take the
+                # core back from an idle-class thread before the next scheduler tick.
                 for at in range(0, len(version), 256 * 1024):
                     f.write(version[at : at + 256 * 1024])
+                    os.sched_yield()
             tmp.replace(self.path)
             self.count += 1
 

@@ -63,11 +63,15 @@ pub struct ContainerRecord {
     pub status: ContainerStatus,
 }
 
+/// A table keyed by store ids. Only the store puts keys in (requests only look them up), so the
+/// hash need not resist chosen keys, and a fast one saves a tenth of a full load.
+pub type TableMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
 /// Everything a store holds, as loaded by a full refresh.
 #[derive(Debug, Clone, Default)]
 pub struct StoreSnapshot {
-    pub sessions: HashMap<Box<str>, SessionRecord>,
-    pub containers: HashMap<Box<str>, ContainerRecord>,
+    pub sessions: TableMap<SessionRecord>,
+    pub containers: TableMap<ContainerRecord>,
     /// Items that could not be decoded and were left out.
     pub skipped: usize,
 }

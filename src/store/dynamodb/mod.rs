@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::Client;
 use futures_util::future::try_join_all;
 use tokio::sync::OnceCell;
 
-use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot};
+use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot, TableMap};
 use crate::background::Priority;
 use crate::config::DynamoDbSection;
 use decode::{DecodeError, Item};
@@ -78,7 +78,7 @@ impl DynamoDbStore {
         table: &str,
         attributes: &[&str],
         decode: impl Fn(&Item) -> Result<(String, T), DecodeError> + Sync,
-    ) -> Result<(HashMap<Box<str>, T>, usize), StoreError> {
+    ) -> Result<(TableMap<T>, usize), StoreError> {
         let client = self.client().await;
         let segments = self.settings.scan_segments.max(1) as i32;
         let (projection, names) = projection(attributes);
@@ -110,7 +110,7 @@ impl DynamoDbStore {
                 Ok::<_, StoreError>((records, skipped))
             }
         });
-        let mut all = HashMap::new();
+        let mut all = TableMap::default();
         let mut skipped = 0;
         for (records, bad) in try_join_all(segment_scans).await? {
             skipped += bad;
