@@ -14,6 +14,7 @@ when the run ends, however it ends.
 
 import argparse
 import csv
+import itertools
 import json
 import os
 import re
@@ -62,10 +63,34 @@ class RunError(Exception):
     pass
 
 
+def _fixed_port_range():
+    """Ports below the kernel's ephemeral range, down to half its start."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            start = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        start = 32768
+    start = start if start >= 4096 else 32768
+    return start // 2, start
+
+
+_PORTS_LOW, _PORTS_HIGH = _fixed_port_range()
+_next_port = itertools.count(os.getpid() * 7919)
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now and handed out once per run. Not one from binding port 0: once let go, the
+    kernel may give that port to one of wrk's outgoing connections before the server binds it."""
+    span = _PORTS_HIGH - _PORTS_LOW
+    for _ in range(span):
+        port = _PORTS_LOW + next(_next_port) % span
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RunError(f"no free port in {_PORTS_LOW}..{_PORTS_HIGH}")
 
 
 class Procs:

@@ -28,15 +28,33 @@ process.on('exit', () => {
 // A runner stopped by a signal still goes through the exit handler above.
 for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => process.exit(130));
 
-export async function freePort() {
-  return new Promise((resolve, reject) => {
+// Ports below the kernel's ephemeral range, handed out once each: a port found by listening on
+// port 0 and closing it may go to an outgoing connection (the browser makes many) before the
+// server meant for it binds it. Each runner starts at its own place in the range.
+const [portsLow, portsHigh] = (() => {
+  let start = 32768;
+  try {
+    const first = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    if (first >= 4096) start = first;
+  } catch { /* not Linux: keep the default range */ }
+  return [Math.floor(start / 2), start];
+})();
+let nextPort = (process.pid * 7919) % (portsHigh - portsLow);
+
+function listens(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+}
+
+export async function freePort() {
+  for (let tries = portsHigh - portsLow; tries > 0; tries--) {
+    const port = portsLow + (nextPort++ % (portsHigh - portsLow));
+    if (await listens(port)) return port;
+  }
+  throw new Error(`no free port in ${portsLow}..${portsHigh}`);
 }
 
 /** Polls `check` until it returns a truthy value, failing after `ms` with `what` in the message. */
