@@ -95,6 +95,19 @@ impl ClosableSocket {
         }
     }
 
+    /// The socket of an upgrade whose response head was read elsewhere; `early` is what the
+    /// container sent after the head, passed on by the caller.
+    pub fn after_head(inner: TcpStream, handle: CloseHandle, early: &[u8]) -> Self {
+        let mut frames = FrameTracker::after_head();
+        frames.feed(early);
+        ClosableSocket {
+            inner,
+            handle,
+            frames,
+            closing: Closing::Open,
+        }
+    }
+
     /// Moves the close along as far as it can go now: waits for a frame boundary (or the
     /// deadline), then hands out the close frame, then the end of the stream.
     fn poll_closing(

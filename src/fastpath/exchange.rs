@@ -1,6 +1,7 @@
 //! One request's exchange with its container on the router's own path: a pooled or new
 //! connection, the request head, and the response passed to the client as it comes, framed so
-//! the container's connection can be pooled again.
+//! the container's connection can be pooled again. A WebSocket upgrade gets a connection of its
+//! own, and a 101 hands that connection back to the caller.
 
 use std::future::Future;
 use std::io;
@@ -13,7 +14,7 @@ use pingora::protocols::l4::stream::Stream as TcpClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::chunked::ChunkedEnd;
+use super::body::Body;
 use super::pool::UpstreamPool;
 use super::response::{self, Framing};
 use crate::config::Upstream;
@@ -21,6 +22,7 @@ use crate::drain::Draining;
 use crate::outcome::Outcome;
 use crate::pages::{self, RequestKind};
 use crate::upstream::UpstreamTarget;
+use crate::ws_socket::{ClosableSocket, CloseHandle};
 
 /// Bytes read from a container at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -34,8 +36,20 @@ pub struct Exchange {
     draining: Arc<Draining>,
 }
 
+/// What is sent to the container, and how the answer is to be passed on.
+pub struct Ask<'a> {
+    pub head: &'a [u8],
+    pub head_request: bool,
+    pub kind: RequestKind,
+    pub set_cookie: Option<&'a str>,
+    /// The client's connection closes after this answer.
+    pub closing: bool,
+    /// A WebSocket upgrade: a new connection, handed back on a 101.
+    pub upgrade: bool,
+}
+
 /// How an exchange ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Exchanged {
     /// Nothing reached the client: the Pingora proxy should take the request (it retries a
     /// failed connect with a fresh lookup and gives the right answer).
@@ -47,6 +61,18 @@ pub enum Exchanged {
         /// The client connection can take another request.
         keep_alive: bool,
     },
+    /// The container switched to the WebSocket protocol and the client has the 101.
+    Switched(Switched),
+}
+
+/// The container's side of an upgraded connection.
+#[derive(Debug)]
+pub struct Switched {
+    pub socket: ClosableSocket,
+    /// Ends the connection with a close frame placed between two frames.
+    pub close: CloseHandle,
+    /// What the container sent after its 101, not yet passed to the client.
+    pub early: Vec<u8>,
 }
 
 /// Buffers reused from one request to the next.
@@ -75,25 +101,21 @@ impl Exchange {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub async fn run(
         &self,
         upstream: &UpstreamTarget,
-        head: &[u8],
-        head_request: bool,
-        kind: RequestKind,
-        set_cookie: Option<&str>,
-        closing: bool,
+        ask: &Ask<'_>,
         client: &mut TcpClient,
         bufs: &mut Buffers,
     ) -> Exchanged {
         bufs.from_upstream.clear();
-        let mut conn = match self.send(upstream, head, &mut bufs.from_upstream).await {
+        let sent = self.send(upstream, ask, &mut bufs.from_upstream).await;
+        let mut conn = match sent {
             Ok(conn) => conn,
             Err(Unsent::Delegate) => return Exchanged::Delegate,
             Err(Unsent::TimedOut) => {
                 let outcome = Outcome::UpstreamUnreachable;
-                let status = self.answer(client, outcome, kind, bufs).await;
+                let status = self.answer(client, outcome, ask.kind, bufs).await;
                 return Exchanged::Done {
                     outcome,
                     status,
@@ -102,29 +124,35 @@ impl Exchange {
             }
         };
         match self
-            .pass_response(
-                &mut conn,
-                upstream,
-                head_request,
-                set_cookie,
-                closing,
-                client,
-                bufs,
-            )
+            .pass_response(&mut conn, upstream, ask, client, bufs)
             .await
         {
-            Ok((status, reusable, client_keep_alive)) => {
-                if reusable {
+            Ok(Passed::Switched) => {
+                let close = CloseHandle::default();
+                // Copied out: a split would keep the whole read buffer alive with the socket.
+                let early = bufs.from_upstream.to_vec();
+                Exchanged::Switched(Switched {
+                    socket: ClosableSocket::after_head(conn, close.clone(), &early),
+                    close,
+                    early,
+                })
+            }
+            Ok(Passed::Response {
+                status,
+                reusable,
+                keep_client,
+            }) => {
+                if reusable && !ask.upgrade {
                     self.pool.put(upstream.pool_key, conn);
                 }
                 Exchanged::Done {
                     outcome: Outcome::Routed,
                     status,
-                    keep_alive: client_keep_alive,
+                    keep_alive: keep_client,
                 }
             }
             Err(Failure::Answer(outcome)) => {
-                let status = self.answer(client, outcome, kind, bufs).await;
+                let status = self.answer(client, outcome, ask.kind, bufs).await;
                 Exchanged::Done {
                     outcome,
                     status,
@@ -149,10 +177,15 @@ impl Exchange {
     async fn send(
         &self,
         upstream: &UpstreamTarget,
-        head: &[u8],
+        ask: &Ask<'_>,
         first: &mut BytesMut,
     ) -> Result<TcpStream, Unsent> {
-        let mut pooled = self.pool.take(upstream.pool_key);
+        let head = ask.head;
+        let mut pooled = if ask.upgrade {
+            None
+        } else {
+            self.pool.take(upstream.pool_key)
+        };
         loop {
             let reused = pooled.is_some();
             let mut conn = match pooled.take() {
@@ -191,22 +224,24 @@ impl Exchange {
     }
 
     /// Reads the response head (passing interim 1xx answers on), checks the container's
-    /// identity, then passes the response on. Returns the status, whether the container's
-    /// connection can be pooled, and whether the client's can be kept.
-    #[allow(clippy::too_many_arguments)]
+    /// identity, then passes the response on, or the 101 of an upgrade.
     async fn pass_response(
         &self,
         conn: &mut TcpStream,
         upstream: &UpstreamTarget,
-        head_request: bool,
-        set_cookie: Option<&str>,
-        closing: bool,
+        ask: &Ask<'_>,
         client: &mut TcpClient,
         bufs: &mut Buffers,
-    ) -> Result<(u16, bool, bool), Failure> {
+    ) -> Result<Passed, Failure> {
         loop {
             let mut parsed = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
-            let head = match response::parse(&bufs.from_upstream, &mut parsed, head_request) {
+            let parse = response::parse(
+                &bufs.from_upstream,
+                &mut parsed,
+                ask.head_request,
+                ask.upgrade,
+            );
+            let head = match parse {
                 Ok(Some(head)) => head,
                 Ok(None) if bufs.from_upstream.len() < response::MAX_HEAD => {
                     match self.read(conn, &mut bufs.from_upstream).await {
@@ -223,30 +258,39 @@ impl Exchange {
                     }
                 }
             }
-            let interim = head.is_interim();
+            let (interim, switch) = (head.is_interim(), head.is_switch());
             let framing = head.framing;
             let keep_alive = head.keep_alive;
             let status = head.status;
             let head_len = head.head_len;
             // Checked as the head goes out: shutdown may have begun while the container worked.
-            let close_client = closing || framing == Framing::UntilClose || self.draining.is_set();
+            let close_client = ask.closing
+                || ask.upgrade
+                || framing == Framing::UntilClose
+                || self.draining.is_set();
             bufs.to_client.clear();
-            let cookie = if interim { None } else { set_cookie };
+            let cookie = if interim { None } else { ask.set_cookie };
             response::write_client_head(&mut bufs.to_client, &head, cookie, close_client);
 
             bufs.from_upstream.advance(head_len);
-            if interim {
+            if interim || switch {
                 write_client(client, &bufs.to_client)
                     .await
                     .map_err(|_| Failure::Cut(Broken::Client, status))?;
+                if switch {
+                    return Ok(Passed::Switched);
+                }
                 continue;
             }
             let complete = self
                 .pass_body(conn, framing, client, bufs)
                 .await
                 .map_err(|broken| Failure::Cut(broken, status))?;
-            let reusable = keep_alive && complete && bufs.from_upstream.is_empty();
-            return Ok((status, reusable, !close_client));
+            return Ok(Passed::Response {
+                status,
+                reusable: keep_alive && complete && bufs.from_upstream.is_empty(),
+                keep_client: !close_client,
+            });
         }
     }
 
@@ -307,6 +351,18 @@ enum Unsent {
     TimedOut,
 }
 
+/// A response passed on whole.
+enum Passed {
+    Response {
+        status: u16,
+        /// The container's connection can be pooled.
+        reusable: bool,
+        /// The client's connection can take another request.
+        keep_client: bool,
+    },
+    Switched,
+}
+
 enum Failure {
     /// Nothing was sent to the client yet: it gets the router's answer for this outcome.
     Answer(Outcome),
@@ -336,56 +392,4 @@ async fn within<T>(limit: Duration, op: impl Future<Output = io::Result<T>>) -> 
     tokio::time::timeout(limit, op)
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
-}
-
-/// How much of what has arrived belongs to the body, by its framing.
-struct Body {
-    framing: Framing,
-    left: u64,
-    chunked: ChunkedEnd,
-    done: bool,
-}
-
-impl Body {
-    fn new(framing: Framing) -> Self {
-        let (left, done) = match framing {
-            Framing::Length(n) => (n, n == 0),
-            Framing::Empty => (0, true),
-            Framing::Chunked | Framing::UntilClose => (0, false),
-        };
-        Body {
-            framing,
-            left,
-            chunked: ChunkedEnd::default(),
-            done,
-        }
-    }
-
-    fn is_done(&self) -> bool {
-        self.done
-    }
-
-    fn take(&mut self, available: &[u8]) -> Result<usize, super::chunked::Malformed> {
-        if self.done {
-            return Ok(0);
-        }
-        let take = match self.framing {
-            Framing::Empty => 0,
-            Framing::Length(_) => {
-                let take = available
-                    .len()
-                    .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-                self.left -= take as u64;
-                self.done = self.left == 0;
-                take
-            }
-            Framing::Chunked => {
-                let take = self.chunked.feed(available)?;
-                self.done = self.chunked.is_done();
-                take
-            }
-            Framing::UntilClose => available.len(),
-        };
-        Ok(take)
-    }
 }

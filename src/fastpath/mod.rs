@@ -1,16 +1,19 @@
 //! The router's own HTTP/1.1 path. Pingora spends about twice nginx's CPU on every proxied
 //! request (BENCHMARKS.md), and most of a preview's traffic is plain keep-alive GETs of the dev
 //! server's pages and modules, so those are proxied here: parsed in place, routed with the same
-//! table, sent over pooled connections, counted and logged as Pingora's are. Everything else on
-//! the connection (upgrades, bodies, the router's own answers, failures before the container
-//! answered) is handed to the Pingora proxy with the bytes already read put back; the
-//! connection comes back here for its next request.
+//! table, sent over pooled connections, counted and logged as Pingora's are. WebSocket upgrades
+//! are too, so that each open HMR socket costs a few kilobytes instead of Pingora's buffers.
+//! Everything else on the connection (other upgrades, bodies, the router's own answers, failures
+//! before the container answered) is handed to the Pingora proxy with the bytes already read put
+//! back; the connection comes back here for its next request.
 
+mod body;
 mod chunked;
 mod exchange;
 mod pool;
 mod request;
 mod response;
+mod tunnel;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -35,7 +38,8 @@ use crate::outcome::Outcome;
 use crate::proxy::{DownstreamLimits, SessionProxy, Shared};
 use crate::routing::{classify, RequestParts};
 use crate::table::Resolution;
-use exchange::{Exchange, Exchanged};
+use crate::upstream::UpstreamTarget;
+use exchange::{Ask, Exchange, Exchanged, Switched};
 use request::{Request, Rewrite};
 
 /// What to do with the connection after one request.
@@ -126,7 +130,7 @@ impl ServerApp for FastPath {
     ) -> Option<Stream> {
         // Only plain TCP connections come here; anything else is Pingora's from the start.
         if !stream.as_any().is::<TcpClient>() {
-            return self.proxy.process_new(stream, shutdown).await;
+            return Box::pin(self.proxy.process_new(stream, shutdown)).await;
         }
         let io: Box<TcpClient> = stream.into_any().downcast().ok()?;
         let peer = io
@@ -147,7 +151,9 @@ impl ServerApp for FastPath {
                 Next::Delegate(why) => {
                     self.results[why.counter()].inc();
                     client.io.rewind(&client.buf);
-                    return self.proxy.process_new(client.io, shutdown).await;
+                    // Boxed: Pingora's session state would otherwise be part of every
+                    // connection's state here, delegated or not.
+                    return Box::pin(self.proxy.process_new(client.io, shutdown)).await;
                 }
             }
         }
@@ -165,6 +171,7 @@ impl FastPath {
                     let next = self
                         .serve_request(
                             &req,
+                            &client.buf[head_len..],
                             client.peer,
                             client.trusted_peer,
                             &mut client.io,
@@ -211,10 +218,12 @@ impl FastPath {
         matches!(result, Ok(Ok(n)) if n > 0)
     }
 
-    /// Proxies one request this path takes; anything it cannot route is delegated.
+    /// Proxies one request this path takes; anything it cannot route is delegated. `after_head`
+    /// is what the client sent after the request head, which an upgraded connection passes on.
     async fn serve_request(
         &self,
         req: &Request<'_, '_>,
+        after_head: &[u8],
         peer: Option<IpAddr>,
         trusted_peer: bool,
         io: &mut TcpClient,
@@ -246,7 +255,7 @@ impl FastPath {
         self.shared.health.note_used(upstream.addr);
 
         let kind = headers::request_kind(
-            false,
+            req.upgrade.is_some(),
             req.method == "GET",
             req.header("sec-fetch-mode"),
             req.header("accept"),
@@ -276,26 +285,42 @@ impl FastPath {
                 cookie: cookie_name,
             },
         );
+        let ask = Ask {
+            head: &scratch.upstream_head,
+            head_request: req.method == "HEAD",
+            kind,
+            set_cookie: set_cookie.as_deref(),
+            closing: req.close,
+            upgrade: req.upgrade.is_some(),
+        };
         let done = self
             .exchange
-            .run(
-                &upstream,
-                &scratch.upstream_head,
-                req.method == "HEAD",
-                kind,
-                set_cookie.as_deref(),
-                req.close,
-                io,
-                &mut scratch.exchange,
-            )
+            .run(&upstream, &ask, io, &mut scratch.exchange)
             .await;
         match done {
             Exchanged::Delegate => Next::Delegate(Handoff::UpstreamFailed),
+            Exchanged::Switched(switched) => {
+                // Nothing more is proxied on this connection: its buffers go back now rather
+                // than stay with the socket for as long as it is open.
+                *scratch = Scratch::default();
+                let key = self
+                    .shared
+                    .resolver
+                    .session_key(&target.client, &target.thread);
+                self.hold_websocket(key, &upstream, switched, io, after_head)
+                    .await;
+                self.log(req, Outcome::Routed, 101, started.elapsed(), upstream.addr);
+                Next::Close
+            }
             Exchanged::Done {
                 outcome,
                 status,
                 keep_alive,
             } => {
+                if req.upgrade.is_some() {
+                    let refused = outcome == Outcome::Routed;
+                    self.count_upgrade(if refused { "rejected" } else { "failed" });
+                }
                 self.log(req, outcome, status, started.elapsed(), upstream.addr);
                 if keep_alive {
                     Next::Again
@@ -304,6 +329,45 @@ impl FastPath {
                 }
             }
         }
+    }
+
+    /// Holds an upgraded connection open until it ends, where the upgrade watcher can close it
+    /// when its container is replaced or the router shuts down.
+    async fn hold_websocket(
+        &self,
+        session_key: String,
+        upstream: &UpstreamTarget,
+        switched: Switched,
+        client: &mut TcpClient,
+        from_client: &[u8],
+    ) {
+        let metrics = &self.shared.metrics;
+        self.count_upgrade("ok");
+        metrics.websocket_connections.inc();
+        let id = self.shared.upgrades.register(
+            session_key,
+            upstream.container_id.clone(),
+            upstream.addr,
+            switched.close.clone(),
+        );
+        // Boxed: the tunnel's state would otherwise enlarge every connection's future.
+        Box::pin(tunnel::run(
+            client,
+            from_client,
+            switched,
+            self.limits.websocket_idle,
+        ))
+        .await;
+        self.shared.upgrades.remove(id);
+        metrics.websocket_connections.dec();
+    }
+
+    fn count_upgrade(&self, result: &str) {
+        self.shared
+            .metrics
+            .websocket_upgrades
+            .with_label_values(&[result])
+            .inc();
     }
 
     fn log(

@@ -1,5 +1,6 @@
 //! Requests on the router's own HTTP/1.1 path: which ones it takes (plain, bodiless, safe
-//! requests; anything else goes to Pingora), and the request head it sends to the container.
+//! requests and WebSocket upgrades; anything else goes to Pingora), and the request head it sends
+//! to the container.
 
 use std::io::Write;
 
@@ -32,7 +33,7 @@ pub enum Decline {
     /// Not parseable here (malformed, too many headers): Pingora gives the right error.
     Unparsed,
     /// HTTP/1.0, an absolute or `*` target, a method that is not safe to resend, a body, an
-    /// upgrade, `Expect`, or no single Host.
+    /// upgrade to anything but a WebSocket, `Expect`, or no single Host.
     NotPlain,
 }
 
@@ -48,6 +49,8 @@ pub struct Request<'h, 'b> {
     pub head_len: usize,
     /// The client asked to close the connection after this request.
     pub close: bool,
+    /// The Upgrade header of a WebSocket upgrade (a GET whose Connection lists `upgrade`).
+    pub upgrade: Option<&'b [u8]>,
     /// The value of the Connection header, whose listed names are hop-by-hop too.
     connection: &'b [u8],
 }
@@ -72,6 +75,7 @@ pub fn parse<'h, 'b>(
     let headers: &'h [httparse::Header<'b>] = req.headers;
     let mut host = None;
     let mut connection: &[u8] = b"";
+    let mut upgrade = None;
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -85,8 +89,12 @@ pub fn parse<'h, 'b>(
             if h.value != b"0" {
                 return Err(Decline::NotPlain);
             }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            if upgrade.is_some() || method != "GET" {
+                return Err(Decline::NotPlain);
+            }
+            upgrade = Some(h.value);
         } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
         {
             return Err(Decline::NotPlain);
@@ -96,8 +104,13 @@ pub fn parse<'h, 'b>(
         return Err(Decline::NotPlain);
     };
     let tokens = || connection.split(|b| *b == b',').map(<[u8]>::trim_ascii);
-    if tokens().any(|t| t.eq_ignore_ascii_case(b"upgrade")) {
-        return Err(Decline::NotPlain);
+    let upgrading = tokens().any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+    // An Upgrade the Connection header does not name is not an upgrade; one to anything but a
+    // WebSocket (h2c, TLS) is Pingora's to refuse.
+    match (upgrading, upgrade) {
+        (false, None) => {}
+        (true, Some(protocol)) if is_websocket(protocol) => {}
+        _ => return Err(Decline::NotPlain),
     }
     let close = tokens().any(|t| t.eq_ignore_ascii_case(b"close"));
     Ok(Some(Request {
@@ -107,8 +120,15 @@ pub fn parse<'h, 'b>(
         headers,
         head_len,
         close,
+        upgrade,
         connection,
     }))
+}
+
+/// `websocket`, alone or first among the protocols offered, in any case.
+fn is_websocket(protocol: &[u8]) -> bool {
+    let first = protocol.split(|b| *b == b',').next().unwrap_or_default();
+    first.trim_ascii().eq_ignore_ascii_case(b"websocket")
 }
 
 impl<'b> Request<'_, 'b> {
@@ -196,6 +216,10 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &Request<'_, '_>, rw: &Rewrit
     }
     if let Some(prefix) = rw.prefix {
         let _ = write!(out, "X-Forwarded-Prefix: {prefix}\r\n");
+    }
+    if let Some(protocol) = req.upgrade {
+        out.extend_from_slice(b"Connection: Upgrade\r\n");
+        header_line(out, "Upgrade", protocol);
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -50,11 +50,13 @@ pub struct Response<'h, 'b> {
     connection: &'b [u8],
 }
 
-/// Parses a response head from `buf`: `Ok(None)` until the head is complete.
+/// Parses a response head from `buf`: `Ok(None)` until the head is complete. A 101 is accepted
+/// only as the answer to an upgrade the client asked for.
 pub fn parse<'h, 'b>(
     buf: &'b [u8],
     headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
     head_request: bool,
+    upgrade_asked: bool,
 ) -> Result<Option<Response<'h, 'b>>, BadResponse> {
     let mut resp = httparse::Response::new(headers);
     let head_len = match resp.parse(buf) {
@@ -65,7 +67,7 @@ pub fn parse<'h, 'b>(
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err(BadResponse::Unparsed);
     };
-    if status == 101 {
+    if status == 101 && !upgrade_asked {
         return Err(BadResponse::Switch);
     }
     let headers: &'h [httparse::Header<'b>] = resp.headers;
@@ -118,8 +120,14 @@ pub fn parse<'h, 'b>(
 }
 
 impl<'b> Response<'_, 'b> {
+    /// A 1xx answer that another answer follows; not 101, after which the connection is the
+    /// upgraded protocol's.
     pub fn is_interim(&self) -> bool {
-        self.status / 100 == 1
+        self.status / 100 == 1 && !self.is_switch()
+    }
+
+    pub fn is_switch(&self) -> bool {
+        self.status == 101
     }
 
     pub fn header(&self, name: &str) -> Option<&'b [u8]> {
@@ -137,7 +145,8 @@ impl<'b> Response<'_, 'b> {
 }
 
 /// Writes the head the client gets: the container's status and headers in their order and
-/// case, less hop-by-hop ones, plus the router's own.
+/// case, less hop-by-hop ones (but those of a 101, which name the protocol it switches to),
+/// plus the router's own.
 pub fn write_client_head(
     out: &mut Vec<u8>,
     resp: &Response<'_, '_>,
@@ -148,8 +157,12 @@ pub fn write_client_head(
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", resp.status, resp.reason);
     for h in resp.headers {
         let name = h.name;
-        if NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n))
-            || resp.listed_in_connection(name)
+        // A 101's Connection and Upgrade say what the connection becomes: passed as they came.
+        let switching = resp.is_switch()
+            && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection"));
+        if !switching
+            && (NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n))
+                || resp.listed_in_connection(name))
         {
             continue;
         }
@@ -161,7 +174,11 @@ pub fn write_client_head(
     if let Some(cookie) = set_cookie {
         let _ = write!(out, "Set-Cookie: {cookie}\r\n");
     }
-    if close && !resp.is_interim() {
+    if resp.is_switch() {
+        if resp.connection.is_empty() {
+            out.extend_from_slice(b"Connection: Upgrade\r\n");
+        }
+    } else if close && !resp.is_interim() {
         out.extend_from_slice(b"Connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");

@@ -57,6 +57,11 @@ fn payload_len(header: &[u8]) -> u64 {
 }
 
 impl FrameTracker {
+    /// A tracker for bytes that start after the response head.
+    pub fn after_head() -> Self {
+        FrameTracker { phase: FRAME_START }
+    }
+
     /// Whether the next byte would begin a new frame.
     pub fn at_frame_start(&self) -> bool {
         self.phase == FRAME_START

@@ -1,8 +1,10 @@
 //! WebSockets through the router as Vite HMR uses them: subprotocol and token untouched, frames
 //! both ways, closes from either side, and an idle socket outliving the downstream read timeout.
+//! Sockets go through the router's own path unless a test turns it off to cover Pingora's.
 
 use crate::common;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{one_session, Router, RouterOptions, Upstream};
@@ -16,16 +18,57 @@ use tokio_tungstenite::{client_async, WebSocketStream};
 type Ws = WebSocketStream<TcpStream>;
 
 async fn setup(read_timeout: &'static str, websocket_idle: Option<&str>) -> (Router, Upstream) {
+    setup_on(Engine::FastPath, read_timeout, websocket_idle).await
+}
+
+/// Which of the router's two proxies carries the sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    FastPath,
+    Pingora,
+}
+
+async fn setup_on(
+    engine: Engine,
+    read_timeout: &'static str,
+    websocket_idle: Option<&str>,
+) -> (Router, Upstream) {
     let up = Upstream::start("hmr").await;
     let sessions = one_session(Some(up.addr), "running");
+    let mut listen_extra = websocket_idle
+        .map(|t| format!("websocket_idle_timeout = \"{t}\"\n"))
+        .unwrap_or_default();
+    if engine == Engine::Pingora {
+        listen_extra += "fast_path = false\n";
+    }
     let opts = RouterOptions {
         read_timeout,
-        listen_extra: websocket_idle
-            .map(|t| format!("websocket_idle_timeout = \"{t}\""))
-            .unwrap_or_default(),
+        listen_extra,
         ..RouterOptions::default()
     };
     (Router::start(&sessions, opts), up)
+}
+
+/// Checks that `sockets` upgrades were carried by `engine`: the router's own path counts each
+/// one it served when it ends.
+async fn assert_carried_by(router: &Router, engine: Engine, sockets: f64) {
+    let served = router
+        .metric_eventually(
+            "session_router_fast_path_requests_total{result=\"served\"}",
+            if engine == Engine::FastPath {
+                sockets
+            } else {
+                0.0
+            },
+        )
+        .await;
+    let declined = router
+        .metric("session_router_fast_path_requests_total{result=\"declined\"}")
+        .await;
+    match engine {
+        Engine::FastPath => assert_eq!((served, declined), (sockets, 0.0), "{}", router.log()),
+        Engine::Pingora => assert_eq!(served, 0.0, "{}", router.log()),
+    }
 }
 
 /// Opens the HMR socket the way the Vite client does from a path-mode page.
@@ -70,9 +113,69 @@ async fn hmr_handshake_reaches_upstream_untouched() {
     assert_eq!(opened, 1.0);
 }
 
+/// What each side of one upgrade sees: the handshake the container got (its headers, less the
+/// two that hold a port of this test's own) and the 101 the client got, less its Date.
+async fn handshake_seen(engine: Engine) -> (Value, BTreeMap<String, String>) {
+    let (router, _up) = setup_on(engine, "60s", None).await;
+    let host = format!("edit.acme.localhost:{}", router.proxy.port());
+    let mut req = format!("ws://{host}/session/t1/?token=tok-123")
+        .into_client_request()
+        .unwrap();
+    let headers = req.headers_mut();
+    headers.insert("sec-websocket-protocol", "vite-hmr".parse().unwrap());
+    headers.insert(
+        "sec-websocket-key",
+        "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+    );
+    headers.insert("cookie", "a=1; sr_session=t1".parse().unwrap());
+    let tcp = TcpStream::connect(router.proxy).await.unwrap();
+    let (mut ws, resp) = client_async(req, tcp).await.expect("upgrade");
+    let mut hello: Value = serde_json::from_str(&next_text(&mut ws).await).unwrap();
+    let sent = hello["headers"].as_object_mut().unwrap();
+    for port_bearing in ["host", "x-forwarded-host"] {
+        let value = sent.remove(port_bearing);
+        assert!(value.is_some(), "{port_bearing} is sent");
+    }
+    let answer = resp
+        .headers()
+        .iter()
+        .filter(|(k, _)| *k != "date")
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    assert_carried_by(&router, engine, 0.0).await;
+    (hello, answer)
+}
+
+#[tokio::test]
+async fn both_engines_pass_the_same_handshake() {
+    let fast = handshake_seen(Engine::FastPath).await;
+    let pingora = handshake_seen(Engine::Pingora).await;
+    assert_eq!(fast, pingora);
+    let (hello, answer) = fast;
+    assert_eq!(
+        hello["uri"], "/?token=tok-123",
+        "prefix stripped, query kept"
+    );
+    assert_eq!(
+        hello["headers"]["cookie"][0], "a=1",
+        "the router's cookie is not sent on"
+    );
+    assert_eq!(answer["upgrade"], "websocket");
+    assert_eq!(answer["sec-websocket-protocol"], "vite-hmr");
+}
+
 #[tokio::test]
 async fn frames_echo_and_closes_work_both_ways() {
-    let (router, _up) = setup("60s", None).await;
+    echo_and_close_both_ways(Engine::FastPath).await;
+}
+
+#[tokio::test]
+async fn frames_echo_and_closes_work_both_ways_on_pingoras_path() {
+    echo_and_close_both_ways(Engine::Pingora).await;
+}
+
+async fn echo_and_close_both_ways(engine: Engine) {
+    let (router, _up) = setup_on(engine, "60s", None).await;
     let (mut ws, _) = connect_hmr(&router).await;
     ws.send(Message::Text("{\"type\":\"ping\"}".into()))
         .await
@@ -116,6 +219,7 @@ async fn frames_echo_and_closes_work_both_ways() {
         .metric_eventually("session_router_websocket_connections", 0.0)
         .await;
     assert_eq!(open, 0.0, "both sockets counted closed");
+    assert_carried_by(&router, engine, 2.0).await;
 }
 
 #[tokio::test]
@@ -148,7 +252,16 @@ async fn configured_websocket_idle_limit_closes_quiet_sockets() {
 
 #[tokio::test]
 async fn sockets_to_a_replaced_container_close_and_reconnect_to_the_new_one() {
-    let (router, _old) = setup("60s", None).await;
+    close_on_replace_and_reconnect(Engine::FastPath).await;
+}
+
+#[tokio::test]
+async fn sockets_to_a_replaced_container_close_on_pingoras_path_too() {
+    close_on_replace_and_reconnect(Engine::Pingora).await;
+}
+
+async fn close_on_replace_and_reconnect(engine: Engine) {
+    let (router, _old) = setup_on(engine, "60s", None).await;
     let new = Upstream::start("new").await;
     let (mut ws, hello) = connect_hmr(&router).await;
     assert_eq!(hello["upstream"], "hmr");
@@ -175,4 +288,6 @@ async fn sockets_to_a_replaced_container_close_and_reconnect_to_the_new_one() {
         .metric_eventually("session_router_websocket_closed_on_replace_total", 1.0)
         .await;
     assert_eq!(closed, 1.0, "{end:?} {}", router.log());
+    // The first socket has ended; the second is still open.
+    assert_carried_by(&router, engine, 1.0).await;
 }

@@ -36,7 +36,7 @@ fn everything_else_goes_to_pingora() {
         b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello",
         b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nConnection: upgrade\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",
         b"GET / HTTP/1.1\r\n\r\n",
@@ -115,4 +115,41 @@ fn a_cookie_header_of_only_ours_is_dropped_and_host_can_be_replaced() {
         "GET /x HTTP/1.1\r\nHost: 10.1.2.3:4321\r\nX-Forwarded-Proto: http\r\n\
          X-Forwarded-Host: edit.acme.localhost\r\n\r\n"
     );
+}
+
+#[test]
+fn websocket_upgrades_are_taken_and_named_to_the_container() {
+    let head = b"GET /session/t1/ HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n\
+        Upgrade: WebSocket\r\nSec-WebSocket-Key: k==\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let req = parse(head, &mut headers).unwrap().unwrap();
+    assert_eq!(req.upgrade, Some(&b"WebSocket"[..]));
+    let mut out = Vec::new();
+    let rewrite = Rewrite {
+        target: None,
+        host: None,
+        forwarded: forwarded(),
+        prefix: None,
+        cookie: "sr_session",
+    };
+    write_upstream_head(&mut out, &req, &rewrite);
+    let sent = String::from_utf8(out).unwrap();
+    assert!(sent.contains("Sec-WebSocket-Key: k==\r\n"), "{sent}");
+    assert!(
+        sent.ends_with("Connection: Upgrade\r\nUpgrade: WebSocket\r\n\r\n"),
+        "{sent}"
+    );
+    assert_eq!(
+        sent.matches("Upgrade").count(),
+        2,
+        "the client's hop-by-hop lines are not copied: {sent}"
+    );
+
+    let not_get =
+        b"HEAD / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let unnamed = b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\r\n";
+    for head in [&not_get[..], &unnamed[..]] {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert_eq!(parse(head, &mut headers).unwrap_err(), Decline::NotPlain);
+    }
 }

@@ -2,7 +2,7 @@ use super::*;
 
 fn framing(head: &[u8], head_request: bool) -> Result<(Framing, bool), BadResponse> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    parse(head, &mut headers, head_request).map(|r| {
+    parse(head, &mut headers, head_request, false).map(|r| {
         let r = r.expect("complete head");
         (r.framing, r.keep_alive)
     })
@@ -79,19 +79,21 @@ fn unusable_responses_are_refused() {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let conflicting = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
     assert_eq!(
-        parse(conflicting, &mut headers, false).unwrap_err(),
+        parse(conflicting, &mut headers, false, false).unwrap_err(),
         BadResponse::Length
     );
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let switch = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
     assert_eq!(
-        parse(switch, &mut headers, false).unwrap_err(),
+        parse(switch, &mut headers, false, false).unwrap_err(),
         BadResponse::Switch
     );
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    assert!(parse(b"HTTP/1.1 200 OK\r\nContent-", &mut headers, false)
-        .unwrap()
-        .is_none());
+    assert!(
+        parse(b"HTTP/1.1 200 OK\r\nContent-", &mut headers, false, false)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -99,7 +101,7 @@ fn the_client_head_drops_hop_by_hop_and_adds_the_routers() {
     let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: keep-alive, X-Hop\r\n\
         X-Hop: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\n\r\n";
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let resp = parse(head, &mut headers, false).unwrap().unwrap();
+    let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
     let mut out = Vec::new();
     write_client_head(&mut out, &resp, Some("sr_session=t1; Path=/"), true);
     assert_eq!(
@@ -107,4 +109,36 @@ fn the_client_head_drops_hop_by_hop_and_adds_the_routers() {
         "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\
          Set-Cookie: sr_session=t1; Path=/\r\nConnection: close\r\n\r\n"
     );
+}
+
+#[test]
+fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
+    let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Accept: abc=\r\n\r\n\x81\x02hi";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert_eq!(
+        parse(head, &mut headers, false, false).unwrap_err(),
+        BadResponse::Switch
+    );
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let resp = parse(head, &mut headers, false, true).unwrap().unwrap();
+    assert!(resp.is_switch() && !resp.is_interim());
+    assert_eq!(
+        &head[resp.head_len..],
+        b"\x81\x02hi",
+        "the first frame stays"
+    );
+    let mut out = Vec::new();
+    write_client_head(&mut out, &resp, None, true);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: abc=\r\n\r\n"
+    );
+    let bare = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let resp = parse(bare, &mut headers, false, true).unwrap().unwrap();
+    let mut out = Vec::new();
+    write_client_head(&mut out, &resp, None, false);
+    assert!(out.ends_with(b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"));
 }
