@@ -123,3 +123,128 @@ async fn discard_until_end<R: AsyncRead + Unpin>(from: &mut R) {
     let mut buf = [0; 512];
     while matches!(from.read(&mut buf).await, Ok(n) if n > 0) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws_socket::{ClosableSocket, CloseHandle};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Two connected loopback sockets: (the side this test holds, the side the tunnel holds).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap());
+        let (near, far) = tokio::join!(near, listener.accept());
+        (near.unwrap(), far.unwrap().0)
+    }
+
+    struct Ends {
+        browser: TcpStream,
+        container: TcpStream,
+        tunnel: tokio::task::JoinHandle<()>,
+    }
+
+    /// A tunnel between a browser and a container socket; `early` is what the container sent
+    /// with its 101, `from_client` what the browser sent after its request head.
+    async fn tunnel(early: &[u8], from_client: &[u8], idle: Option<Duration>) -> Ends {
+        let (browser, client_side) = pair().await;
+        let (container, container_side) = pair().await;
+        let close = CloseHandle::default();
+        let switched = Switched {
+            socket: ClosableSocket::after_head(container_side, close.clone(), early),
+            close,
+            early: early.to_vec(),
+        };
+        let from_client = from_client.to_vec();
+        let tunnel = tokio::spawn(async move {
+            let mut client = TcpClient::from(client_side);
+            run(&mut client, &from_client, switched, idle).await;
+        });
+        Ends {
+            browser,
+            container,
+            tunnel,
+        }
+    }
+
+    async fn read_exactly(from: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut buf = vec![0; n];
+        let read = tokio::time::timeout(Duration::from_secs(5), from.read_exact(&mut buf));
+        read.await.expect("in time").expect("bytes");
+        buf
+    }
+
+    async fn read_to_end(from: &mut TcpStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), from.read_to_end(&mut buf));
+        read.await.expect("in time").expect("until the end");
+        buf
+    }
+
+    #[tokio::test]
+    async fn bytes_read_with_the_heads_go_first_then_larger_messages_in_pieces() {
+        let mut ends = tunnel(b"\x81\x05hello", b"\x81\x82ab", None).await;
+        assert_eq!(read_exactly(&mut ends.browser, 7).await, b"\x81\x05hello");
+        assert_eq!(read_exactly(&mut ends.container, 4).await, b"\x81\x82ab");
+        // Larger than either buffer, both ways at once.
+        let big: Vec<u8> = (0..=255u8)
+            .cycle()
+            .take(3 * FROM_CONTAINER_CHUNK + 7)
+            .collect();
+        ends.container.write_all(&big).await.unwrap();
+        ends.browser.write_all(&big).await.unwrap();
+        assert_eq!(read_exactly(&mut ends.browser, big.len()).await, big);
+        assert_eq!(read_exactly(&mut ends.container, big.len()).await, big);
+    }
+
+    #[tokio::test]
+    async fn a_browser_that_stops_sending_still_gets_the_containers_answer() {
+        let mut ends = tunnel(b"", b"", None).await;
+        ends.browser.shutdown().await.unwrap();
+        // The container sees the end of the browser's side, and answers after it.
+        assert_eq!(read_to_end(&mut ends.container).await, b"");
+        ends.container.write_all(b"\x88\x02\x03\xe8").await.unwrap();
+        drop(ends.container);
+        assert_eq!(read_to_end(&mut ends.browser).await, b"\x88\x02\x03\xe8");
+        ends.tunnel.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_closing_container_leaves_the_browser_time_to_answer_and_hang_up() {
+        let mut ends = tunnel(b"", b"", None).await;
+        ends.container.write_all(b"\x88\x00").await.unwrap();
+        drop(ends.container);
+        assert_eq!(read_to_end(&mut ends.browser).await, b"\x88\x00");
+        // The browser's own close frame goes into an open socket, not a reset one.
+        ends.browser.write_all(b"\x88\x80abcd").await.unwrap();
+        ends.browser.shutdown().await.unwrap();
+        let hung_up = std::time::Instant::now();
+        tokio::time::timeout(Duration::from_secs(5), ends.tunnel)
+            .await
+            .expect("in time")
+            .unwrap();
+        assert!(
+            hung_up.elapsed() < CLOSE_WAIT / 2,
+            "the tunnel ends when the browser hangs up, not at the close wait"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_quiet_browser_is_cut_at_the_idle_limit_however_chatty_the_container() {
+        let mut ends = tunnel(b"", b"", Some(Duration::from_millis(300))).await;
+        let started = std::time::Instant::now();
+        let chatter = async {
+            while ends.container.write_all(b"\x81\x01x").await.is_ok() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let ended = tokio::time::timeout(Duration::from_secs(5), ends.tunnel);
+        tokio::select! {
+            ended = ended => ended.expect("cut in time").unwrap(),
+            _ = chatter => {}
+        }
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(290), "{waited:?}");
+        let _ = read_to_end(&mut ends.browser).await;
+    }
+}
