@@ -234,64 +234,81 @@ impl Exchange {
         bufs: &mut Buffers,
     ) -> Result<Passed, Failure> {
         loop {
-            let mut parsed = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
-            let parse = response::parse(
-                &bufs.from_upstream,
-                &mut parsed,
-                ask.head_request,
-                ask.upgrade,
-            );
-            let head = match parse {
-                Ok(Some(head)) => head,
-                Ok(None) if bufs.from_upstream.len() < response::MAX_HEAD => {
-                    match self.read(conn, &mut bufs.from_upstream).await {
-                        Ok(n) if n > 0 => continue,
-                        _ => return Err(Failure::Answer(Outcome::UpstreamUnreachable)),
-                    }
-                }
-                _ => return Err(Failure::Answer(Outcome::UpstreamUnreachable)),
+            let head = match self.take_head(upstream, ask, bufs)? {
+                Some(head) => head,
+                None => match self.read(conn, &mut bufs.from_upstream).await {
+                    Ok(n) if n > 0 => continue,
+                    _ => return Err(Failure::Answer(Outcome::UpstreamUnreachable)),
+                },
             };
-            if let Some(name) = &self.identity_header {
-                if let Some(claimed) = head.header(name.as_str()) {
-                    if crate::upstream::claims_another(upstream, claimed) {
-                        return Err(Failure::Answer(Outcome::ContainerMismatch));
-                    }
-                }
-            }
-            let (interim, switch) = (head.is_interim(), head.is_switch());
-            let framing = head.framing;
-            let keep_alive = head.keep_alive;
             let status = head.status;
-            let head_len = head.head_len;
-            // Checked as the head goes out: shutdown may have begun while the container worked.
-            let close_client = ask.closing
-                || ask.upgrade
-                || framing == Framing::UntilClose
-                || self.draining.is_set();
-            bufs.to_client.clear();
-            let cookie = if interim { None } else { ask.set_cookie };
-            response::write_client_head(&mut bufs.to_client, &head, cookie, close_client);
-
-            bufs.from_upstream.advance(head_len);
-            if interim || switch {
+            if head.interim || head.switch {
                 write_client(client, &bufs.to_client)
                     .await
                     .map_err(|_| Failure::Cut(Broken::Client, status))?;
-                if switch {
+                if head.switch {
                     return Ok(Passed::Switched);
                 }
                 continue;
             }
             let complete = self
-                .pass_body(conn, framing, client, bufs)
+                .pass_body(conn, head.framing, client, bufs)
                 .await
                 .map_err(|broken| Failure::Cut(broken, status))?;
             return Ok(Passed::Response {
                 status,
-                reusable: keep_alive && complete && bufs.from_upstream.is_empty(),
-                keep_client: !close_client,
+                reusable: head.keep_alive && complete && bufs.from_upstream.is_empty(),
+                keep_client: !head.close_client,
             });
         }
+    }
+
+    /// Parses the response head read so far, checks the container's identity and writes the
+    /// client's head into `to_client`; `None` until the head is complete. Not async, so that the
+    /// parsed header table is not part of every connection's state while it waits.
+    fn take_head(
+        &self,
+        upstream: &UpstreamTarget,
+        ask: &Ask<'_>,
+        bufs: &mut Buffers,
+    ) -> Result<Option<HeadPassed>, Failure> {
+        let mut parsed = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
+        let parse = response::parse(
+            &bufs.from_upstream,
+            &mut parsed,
+            ask.head_request,
+            ask.upgrade,
+        );
+        let head = match parse {
+            Ok(Some(head)) => head,
+            Ok(None) if bufs.from_upstream.len() < response::MAX_HEAD => return Ok(None),
+            _ => return Err(Failure::Answer(Outcome::UpstreamUnreachable)),
+        };
+        if let Some(name) = &self.identity_header {
+            if let Some(claimed) = head.header(name.as_str()) {
+                if crate::upstream::claims_another(upstream, claimed) {
+                    return Err(Failure::Answer(Outcome::ContainerMismatch));
+                }
+            }
+        }
+        let passed = HeadPassed {
+            status: head.status,
+            interim: head.is_interim(),
+            switch: head.is_switch(),
+            framing: head.framing,
+            keep_alive: head.keep_alive,
+            // Checked as the head goes out: shutdown may have begun while the container worked.
+            close_client: ask.closing
+                || ask.upgrade
+                || head.framing == Framing::UntilClose
+                || self.draining.is_set(),
+        };
+        bufs.to_client.clear();
+        let cookie = if passed.interim { None } else { ask.set_cookie };
+        response::write_client_head(&mut bufs.to_client, &head, cookie, passed.close_client);
+        let head_len = head.head_len;
+        bufs.from_upstream.advance(head_len);
+        Ok(Some(passed))
     }
 
     /// Sends the client head with as much of the body as has arrived, then the rest as it comes.
@@ -349,6 +366,18 @@ impl Exchange {
 enum Unsent {
     Delegate,
     TimedOut,
+}
+
+/// What is left of a response head once the client's head is written.
+struct HeadPassed {
+    status: u16,
+    interim: bool,
+    switch: bool,
+    framing: Framing,
+    /// The container keeps its connection open after this response.
+    keep_alive: bool,
+    /// The client's connection closes after this response.
+    close_client: bool,
 }
 
 /// A response passed on whole.
