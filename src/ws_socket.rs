@@ -1,7 +1,8 @@
 //! Upstream sockets of WebSocket upgrades that the router can end on its own: with a close frame
 //! the browser receives as if from the dev server, placed between two whole frames, then the end
 //! of the stream. Pingora owns the socket and offers no way to end an idle upgraded connection
-//! from outside, so the upstream connection of every upgrade is made here instead.
+//! from outside, so on its path the upstream connection of every upgrade is made here instead;
+//! the fast path wraps the connection it made in the same socket once the 101 has come.
 
 use std::future::Future;
 use std::io;

@@ -55,7 +55,8 @@ enum Next {
 /// `session_router_fast_path_requests_total`, beside `served`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Handoff {
-    /// Not a plain request: an upgrade, a body, an unsafe method, HTTP/1.0, or unparseable.
+    /// Not a plain request: an upgrade to anything but a WebSocket, a body, an unsafe method,
+    /// HTTP/1.0, or unparseable.
     Declined,
     /// The router answers it itself (unknown session, starting container, bad request, ...).
     NotRouted,
