@@ -291,3 +291,49 @@ async fn close_on_replace_and_reconnect(engine: Engine) {
     // The first socket has ended; the second is still open.
     assert_carried_by(&router, engine, 1.0).await;
 }
+
+/// An upgrade the container refuses: the client gets the container's answer, and the refusal is
+/// counted. (The fast path then closes the connection; Pingora's proxy may keep it.)
+async fn refused_upgrade(engine: Engine) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (router, _up) = setup_on(engine, "60s", None).await;
+    let mut tcp = TcpStream::connect(router.proxy).await.unwrap();
+    // No Sec-WebSocket-Key: the container's WebSocket handler answers 400.
+    tcp.write_all(
+        b"GET /session/t1/ HTTP/1.1\r\nHost: edit.acme.localhost\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let mut chunk = [0; 1024];
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut chunk));
+        let n = read.await.expect("an answer in time").unwrap();
+        assert!(n > 0, "closed before an answer");
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let rejected = router
+        .metric_eventually(
+            "session_router_websocket_upgrades_total{result=\"rejected\"}",
+            1.0,
+        )
+        .await;
+    assert_eq!(rejected, 1.0, "{}", router.log());
+    assert_eq!(
+        router.metric("session_router_websocket_connections").await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_passes_the_containers_answer_on() {
+    refused_upgrade(Engine::FastPath).await;
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_passes_the_containers_answer_on_pingoras_path_too() {
+    refused_upgrade(Engine::Pingora).await;
+}
