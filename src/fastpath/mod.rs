@@ -14,6 +14,7 @@ mod pool;
 mod request;
 mod response;
 mod tunnel;
+mod upgrade;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,17 +39,19 @@ use crate::outcome::Outcome;
 use crate::proxy::{DownstreamLimits, SessionProxy, Shared};
 use crate::routing::{classify, RequestParts};
 use crate::table::Resolution;
-use crate::upstream::UpstreamTarget;
-use exchange::{Ask, Exchange, Exchanged, Switched};
+use exchange::{Ask, Exchange, Exchanged};
 use request::{Request, Rewrite};
+use upgrade::Upgraded;
 
 /// What to do with the connection after one request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Next {
     Again,
     Close,
     /// Hand the connection, with every byte read so far, to the Pingora proxy.
     Delegate(Handoff),
+    /// The container switched protocols: hold the connection as a WebSocket until it ends.
+    Upgraded(Box<Upgraded>),
 }
 
 /// Why a request went to Pingora's proxy: the `result` label of
@@ -149,6 +152,13 @@ impl ServerApp for FastPath {
             match self.serve(&mut client, &mut scratch).await {
                 Next::Again => continue,
                 Next::Close => return None,
+                Next::Upgraded(upgraded) => {
+                    // Nothing more is proxied on this connection: its buffers go back now
+                    // rather than stay with the socket for as long as it is open.
+                    drop(std::mem::take(&mut scratch));
+                    Box::pin(self.hold_websocket(*upgraded, &mut client)).await;
+                    return None;
+                }
                 Next::Delegate(why) => {
                     self.results[why.counter()].inc();
                     client.io.rewind(&client.buf);
@@ -172,7 +182,6 @@ impl FastPath {
                     let next = self
                         .serve_request(
                             &req,
-                            &client.buf[head_len..],
                             client.peer,
                             client.trusted_peer,
                             &mut client.io,
@@ -219,12 +228,10 @@ impl FastPath {
         matches!(result, Ok(Ok(n)) if n > 0)
     }
 
-    /// Proxies one request this path takes; anything it cannot route is delegated. `after_head`
-    /// is what the client sent after the request head, which an upgraded connection passes on.
+    /// Proxies one request this path takes; anything it cannot route is delegated.
     async fn serve_request(
         &self,
         req: &Request<'_, '_>,
-        after_head: &[u8],
         peer: Option<IpAddr>,
         trusted_peer: bool,
         io: &mut TcpClient,
@@ -300,19 +307,16 @@ impl FastPath {
             .await;
         match done {
             Exchanged::Delegate => Next::Delegate(Handoff::UpstreamFailed),
-            Exchanged::Switched(switched) => {
-                // Nothing more is proxied on this connection: its buffers go back now rather
-                // than stay with the socket for as long as it is open.
-                *scratch = Scratch::default();
-                let key = self
+            Exchanged::Switched(switched) => Next::Upgraded(Box::new(Upgraded {
+                switched,
+                session_key: self
                     .shared
                     .resolver
-                    .session_key(&target.client, &target.thread);
-                self.hold_websocket(key, &upstream, switched, io, after_head)
-                    .await;
-                self.log(req, Outcome::Routed, 101, started.elapsed(), upstream.addr);
-                Next::Close
-            }
+                    .session_key(&target.client, &target.thread),
+                upstream,
+                started,
+                line: upgrade::OwnedLine::of(req),
+            })),
             Exchanged::Done {
                 outcome,
                 status,
@@ -332,48 +336,26 @@ impl FastPath {
         }
     }
 
-    /// Holds an upgraded connection open until it ends, where the upgrade watcher can close it
-    /// when its container is replaced or the router shuts down.
-    async fn hold_websocket(
-        &self,
-        session_key: String,
-        upstream: &UpstreamTarget,
-        switched: Switched,
-        client: &mut TcpClient,
-        from_client: &[u8],
-    ) {
-        let metrics = &self.shared.metrics;
-        self.count_upgrade("ok");
-        metrics.websocket_connections.inc();
-        let id = self.shared.upgrades.register(
-            session_key,
-            upstream.container_id.clone(),
-            upstream.addr,
-            switched.close.clone(),
-        );
-        // Boxed: the tunnel's state would otherwise enlarge every connection's future.
-        Box::pin(tunnel::run(
-            client,
-            from_client,
-            switched,
-            self.limits.websocket_idle,
-        ))
-        .await;
-        self.shared.upgrades.remove(id);
-        metrics.websocket_connections.dec();
-    }
-
-    fn count_upgrade(&self, result: &str) {
-        self.shared
-            .metrics
-            .websocket_upgrades
-            .with_label_values(&[result])
-            .inc();
-    }
-
     fn log(
         &self,
         req: &Request<'_, '_>,
+        outcome: Outcome,
+        status: u16,
+        elapsed: Duration,
+        upstream: std::net::SocketAddr,
+    ) {
+        let line = Line {
+            method: req.method,
+            host: req.host,
+            path: req.path(),
+        };
+        self.record(&line, outcome, status, elapsed, upstream);
+    }
+
+    /// Counts one request served here and writes its access line.
+    fn record(
+        &self,
+        line: &Line<'_>,
         outcome: Outcome,
         status: u16,
         elapsed: Duration,
@@ -387,12 +369,19 @@ impl FastPath {
             self.shared.access_log.record(&AccessRecord {
                 outcome,
                 status,
-                method: req.method,
-                host: req.host,
-                path: req.path(),
+                method: line.method,
+                host: line.host,
+                path: line.path,
                 elapsed,
                 upstream: Some(upstream),
             });
         }
     }
+}
+
+/// What the access log names a request by.
+struct Line<'a> {
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
 }
