@@ -25,3 +25,6 @@ pub mod table;
 pub mod upgrades;
 pub mod upstream;
 pub mod ws_socket;
+
+#[cfg(test)]
+mod test_sockets;

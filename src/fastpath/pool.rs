@@ -121,22 +121,15 @@ impl BackgroundService for PoolSweeper {
 #[cfg(test)]
 mod tests {
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
 
     use super::*;
-
-    async fn connected() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap());
-        let (client, accepted) = tokio::join!(client, listener.accept());
-        (client.unwrap(), accepted.unwrap().0)
-    }
+    use crate::test_sockets::connected_pair;
 
     #[tokio::test]
     async fn connections_come_back_by_key_newest_first() {
         let pool = UpstreamPool::new(Duration::from_secs(4));
-        let (a, _a_server) = connected().await;
-        let (b, _b_server) = connected().await;
+        let (a, _a_server) = connected_pair().await;
+        let (b, _b_server) = connected_pair().await;
         let (a_port, b_port) = (a.local_addr().unwrap(), b.local_addr().unwrap());
         pool.put(1, a);
         pool.put(1, b);
@@ -149,8 +142,8 @@ mod tests {
     #[tokio::test]
     async fn closed_or_chatty_connections_are_not_reused() {
         let pool = UpstreamPool::new(Duration::from_secs(4));
-        let (closed, server) = connected().await;
-        let (chatty, mut talker) = connected().await;
+        let (closed, server) = connected_pair().await;
+        let (chatty, mut talker) = connected_pair().await;
         pool.put(1, closed);
         pool.put(2, chatty);
         drop(server);
@@ -163,8 +156,8 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_expire() {
         let pool = UpstreamPool::new(Duration::from_millis(50));
-        let (a, _server) = connected().await;
-        let (b, _server_b) = connected().await;
+        let (a, _server) = connected_pair().await;
+        let (b, _server_b) = connected_pair().await;
         pool.put(1, a);
         pool.put(2, b);
         tokio::time::sleep(Duration::from_millis(80)).await;

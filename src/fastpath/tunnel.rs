@@ -127,16 +127,9 @@ async fn discard_until_end<R: AsyncRead + Unpin>(from: &mut R) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_sockets::connected_pair as pair;
     use crate::ws_socket::{ClosableSocket, CloseHandle};
-    use tokio::net::{TcpListener, TcpStream};
-
-    /// Two connected loopback sockets: (the side this test holds, the side the tunnel holds).
-    async fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let near = TcpStream::connect(listener.local_addr().unwrap());
-        let (near, far) = tokio::join!(near, listener.accept());
-        (near.unwrap(), far.unwrap().0)
-    }
+    use tokio::net::TcpStream;
 
     struct Ends {
         browser: TcpStream,

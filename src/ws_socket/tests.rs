@@ -1,7 +1,6 @@
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use super::*;
 
@@ -87,12 +86,10 @@ fn close_frame_carries_its_code() {
 
 /// A connected pair: the server's end, and the router's closable end with its handle.
 async fn pair() -> (TcpStream, ClosableSocket, CloseHandle) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap());
-    let (client, accepted) = tokio::join!(client, listener.accept());
+    let (client, server) = crate::test_sockets::connected_pair().await;
     let handle = CloseHandle::default();
-    let socket = ClosableSocket::new(client.unwrap(), handle.clone());
-    (accepted.unwrap().0, socket, handle)
+    let socket = ClosableSocket::new(client, handle.clone());
+    (server, socket, handle)
 }
 
 async fn read_to_end(socket: &mut ClosableSocket) -> Vec<u8> {
