@@ -109,6 +109,11 @@ impl ClosableSocket {
         }
     }
 
+    /// The handle that closes this socket.
+    pub fn handle(&self) -> CloseHandle {
+        self.handle.clone()
+    }
+
     /// Moves the close along as far as it can go now: waits for a frame boundary (or the
     /// deadline), then hands out the close frame, then the end of the stream.
     fn poll_closing(

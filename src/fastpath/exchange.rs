@@ -3,13 +3,11 @@
 //! the container's connection can be pooled again. A WebSocket upgrade gets a connection of its
 //! own, and a 101 hands that connection back to the caller.
 
-use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use futures_util::FutureExt;
 use pingora::protocols::l4::stream::Stream as TcpClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -17,6 +15,7 @@ use tokio::net::TcpStream;
 use super::body::Body;
 use super::pool::UpstreamPool;
 use super::response::{self, Framing};
+use super::write::write_client;
 use crate::config::Upstream;
 use crate::drain::Draining;
 use crate::outcome::Outcome;
@@ -68,9 +67,8 @@ pub enum Exchanged {
 /// The container's side of an upgraded connection.
 #[derive(Debug)]
 pub struct Switched {
+    /// Ends with a close frame placed between two frames when its handle asks.
     pub socket: ClosableSocket,
-    /// Ends the connection with a close frame placed between two frames.
-    pub close: CloseHandle,
     /// What the container sent after its 101, not yet passed to the client.
     pub early: Vec<u8>,
 }
@@ -128,21 +126,17 @@ impl Exchange {
             .await
         {
             Ok(Passed::Switched) => {
-                let close = CloseHandle::default();
                 // Copied out: a split would keep the whole read buffer alive with the socket.
                 let early = bufs.from_upstream.to_vec();
-                Exchanged::Switched(Switched {
-                    socket: ClosableSocket::after_head(conn, close.clone(), &early),
-                    close,
-                    early,
-                })
+                let socket = ClosableSocket::after_head(conn, CloseHandle::default(), &early);
+                Exchanged::Switched(Switched { socket, early })
             }
             Ok(Passed::Response {
                 status,
                 reusable,
                 keep_client,
             }) => {
-                if reusable && !ask.upgrade {
+                if reusable {
                     self.pool.put(upstream.pool_key, conn);
                 }
                 Exchanged::Done {
@@ -257,7 +251,11 @@ impl Exchange {
                 .map_err(|broken| Failure::Cut(broken, status))?;
             return Ok(Passed::Response {
                 status,
-                reusable: head.keep_alive && complete && bufs.from_upstream.is_empty(),
+                // An upgrade's connection is never pooled, even when the container refused it.
+                reusable: !ask.upgrade
+                    && head.keep_alive
+                    && complete
+                    && bufs.from_upstream.is_empty(),
                 keep_client: !head.close_client,
             });
         }
@@ -397,28 +395,4 @@ enum Failure {
     Answer(Outcome),
     /// The response was cut after its head went out, with that status.
     Cut(Broken, u16),
-}
-
-/// A client that reads nothing for this long is treated as gone, so a stalled reader cannot hold
-/// a container connection forever.
-const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-async fn write_client(client: &mut TcpClient, bytes: &[u8]) -> io::Result<()> {
-    within(CLIENT_WRITE_TIMEOUT, async {
-        client.write_all(bytes).await?;
-        client.flush().await
-    })
-    .await
-}
-
-/// Runs `op` within `limit`. Most writes finish at once, so the timer is only set up for one that
-/// has to wait: a timer per request is a measurable share of the path's work.
-async fn within<T>(limit: Duration, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    let mut op = std::pin::pin!(op);
-    if let Some(done) = op.as_mut().now_or_never() {
-        return done;
-    }
-    tokio::time::timeout(limit, op)
-        .await
-        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }

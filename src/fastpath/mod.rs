@@ -15,6 +15,7 @@ mod request;
 mod response;
 mod tunnel;
 mod upgrade;
+mod write;
 
 use std::net::IpAddr;
 use std::sync::Arc;

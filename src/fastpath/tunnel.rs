@@ -9,6 +9,7 @@ use pingora::protocols::l4::stream::Stream as TcpClient;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::exchange::Switched;
+use super::write::write_flushed;
 
 /// Bytes moved per read from the container. HMR messages are small; a large one (an error
 /// overlay's stack trace) takes a few reads.
@@ -111,14 +112,6 @@ where
     }
 }
 
-async fn write_flushed<W: AsyncWrite + Unpin>(to: &mut W, bytes: &[u8]) -> std::io::Result<()> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    to.write_all(bytes).await?;
-    to.flush().await
-}
-
 async fn discard_until_end<R: AsyncRead + Unpin>(from: &mut R) {
     let mut buf = [0; 512];
     while matches!(from.read(&mut buf).await, Ok(n) if n > 0) {}
@@ -144,8 +137,7 @@ mod tests {
         let (container, container_side) = pair().await;
         let close = CloseHandle::default();
         let switched = Switched {
-            socket: ClosableSocket::after_head(container_side, close.clone(), early),
-            close,
+            socket: ClosableSocket::after_head(container_side, close, early),
             early: early.to_vec(),
         };
         let from_client = from_client.to_vec();

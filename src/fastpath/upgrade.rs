@@ -63,7 +63,7 @@ impl FastPath {
             session_key,
             upstream.container_id.clone(),
             upstream.addr,
-            switched.close.clone(),
+            switched.socket.handle(),
         );
         let idle = self.limits.websocket_idle;
         tunnel::run(&mut client.io, &from_client, switched, idle).await;

@@ -87,6 +87,12 @@ impl FileStore {
         Ok(parsed)
     }
 
+    /// The file as a table miss sees it: current, parsed at the priority a waiting request
+    /// needs.
+    async fn for_miss(&self) -> Result<Arc<StoreSnapshot>, StoreError> {
+        Ok(self.current(MISS).await?.snapshot)
+    }
+
     /// Reads and parses the file on a thread of its own at `priority`: for a large file both
     /// take a while.
     async fn read_and_parse(
@@ -146,23 +152,11 @@ impl RouteStore for FileStore {
     }
 
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
-        Ok(self
-            .current(MISS)
-            .await?
-            .snapshot
-            .sessions
-            .get(key)
-            .cloned())
+        Ok(self.for_miss().await?.sessions.get(key).cloned())
     }
 
     async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
-        Ok(self
-            .current(MISS)
-            .await?
-            .snapshot
-            .containers
-            .get(id)
-            .cloned())
+        Ok(self.for_miss().await?.containers.get(id).cloned())
     }
 }
 
