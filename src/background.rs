@@ -68,6 +68,67 @@ where
     }
 }
 
+/// A thread at one priority running a single-threaded tokio runtime, for background work that is
+/// async all the way down (an SDK client that parses responses where it is polled), so that its
+/// CPU yields to requests as [`run_on_own_thread`]'s work does. Anything that work sets up, such
+/// as pooled connections, lives on this thread too, so the request path never waits on it. The
+/// thread ends when this is dropped.
+pub struct PriorityRuntime {
+    handle: tokio::runtime::Handle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PriorityRuntime {
+    pub async fn start(name: &str, priority: Priority) -> std::io::Result<Self> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready, started) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                set_priority(priority);
+                let built = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let runtime = match built {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                if ready.send(Ok(runtime.handle().clone())).is_ok() {
+                    runtime.block_on(async { stopped.await.ok() });
+                }
+            })?;
+        let handle = started
+            .await
+            .map_err(|_| std::io::Error::other("the runtime thread ended at start"))??;
+        Ok(PriorityRuntime {
+            handle,
+            _stop: stop,
+        })
+    }
+
+    /// Runs `work` on this runtime and waits for it; the work is cancelled if the caller stops
+    /// waiting. `None` if it panicked.
+    pub async fn run<F>(&self, work: F) -> Option<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let mut task = AbortOnDrop(self.handle.spawn(work));
+        (&mut task.0).await.ok()
+    }
+}
+
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How long a background thread works before it offers its core back. A proxy thread saturated
 /// with requests never sleeps, so it never wakes up to preempt a background thread; the scheduler
 /// then lets whichever thread it picked keep the core until its next tick (4 ms at 250 Hz), idle
@@ -146,6 +207,44 @@ mod tests {
         let expected_nice = before.1.max(BACKGROUND_NICE);
         assert_eq!(low, Some((libc::SCHED_OTHER, expected_nice)));
         assert_eq!(scheduling(), before, "the caller is unchanged");
+    }
+
+    #[tokio::test]
+    async fn a_priority_runtime_runs_its_work_in_its_class() {
+        let before = scheduling();
+        let runtime = PriorityRuntime::start("test lane", Priority::Idle)
+            .await
+            .unwrap();
+        let seen = runtime.run(async { scheduling() }).await;
+        assert_eq!(seen.map(|s| s.0), Some(libc::SCHED_IDLE));
+        let later = runtime
+            .run(async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                scheduling().0
+            })
+            .await;
+        assert_eq!(later, Some(libc::SCHED_IDLE), "timers run there too");
+        assert_eq!(scheduling(), before, "the caller is unchanged");
+    }
+
+    #[tokio::test]
+    async fn work_on_a_priority_runtime_is_cancelled_with_its_caller() {
+        let runtime = PriorityRuntime::start("test lane", Priority::Low)
+            .await
+            .unwrap();
+        let (held, released) = tokio::sync::oneshot::channel::<()>();
+        let waiting = runtime.run(async move {
+            let _held = held;
+            std::future::pending::<()>().await
+        });
+        let gave_up = tokio::time::timeout(Duration::from_millis(20), waiting).await;
+        assert!(gave_up.is_err());
+        let ended = tokio::time::timeout(Duration::from_secs(5), released).await;
+        assert!(
+            matches!(ended, Ok(Err(_))),
+            "the abandoned work was dropped on its thread"
+        );
+        assert_eq!(runtime.run(async { 7 }).await, Some(7), "still serving");
     }
 
     #[tokio::test]

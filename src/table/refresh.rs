@@ -11,7 +11,7 @@ use pingora::services::background::BackgroundService;
 use super::{Resolver, RouteTable};
 use crate::background::{set_priority, wait_or_shutdown, Priority};
 use crate::metrics::Metrics;
-use crate::store::StoreError;
+use crate::store::{StoreError, StoreSnapshot};
 
 pub struct Refresher {
     resolver: Arc<Resolver>,
@@ -26,7 +26,7 @@ impl Refresher {
     /// One full load; on success the new table (if the store changed) is live when this returns.
     pub async fn refresh_once(&self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let result = self.resolver.store().load_all(self.load_priority()).await;
+        let result = self.load().await;
         let elapsed = started.elapsed();
         self.metrics
             .store_call("load_all", result.is_ok(), elapsed.as_secs_f64());
@@ -51,15 +51,32 @@ impl Refresher {
         Ok(())
     }
 
-    /// Loads yield entirely to requests while the table is fresh. Past half its staleness limit
-    /// (and for the first table) they only yield partly, so that a router kept busy still
-    /// refreshes before `/readyz` would call it unready.
-    fn load_priority(&self) -> Priority {
-        let limit = self.resolver.settings().max_staleness / 2;
-        match self.resolver.table_age() {
-            Some(age) if age <= limit => Priority::Idle,
-            _ => Priority::Low,
+    /// Loads yield entirely to requests while the table is fresh. A load that is still waiting
+    /// for idle CPU when the table reaches half its staleness limit (and the first table) only
+    /// yields partly instead, so that a router kept busy still refreshes before `/readyz` would
+    /// call it unready.
+    async fn load(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
+        let store = self.resolver.store();
+        let Some(budget) = self.idle_budget() else {
+            return store.load_all(Priority::Low).await;
+        };
+        match tokio::time::timeout(budget, store.load_all(Priority::Idle)).await {
+            Ok(result) => result,
+            Err(_) => {
+                log::info!(
+                    "no idle CPU for the table load in {}ms; loading ahead of other background work",
+                    budget.as_millis()
+                );
+                store.load_all(Priority::Low).await
+            }
         }
+    }
+
+    /// How long a load may wait for idle CPU: until the table is half its staleness limit old.
+    fn idle_budget(&self) -> Option<Duration> {
+        let limit = self.resolver.settings().max_staleness / 2;
+        let age = self.resolver.table_age()?;
+        limit.checked_sub(age).filter(|left| !left.is_zero())
     }
 }
 
@@ -122,37 +139,95 @@ impl BackgroundService for Refresher {
 mod tests {
     use super::*;
     use crate::config::SessionKeyTemplate;
-    use crate::store::FileStore;
+    use crate::store::{ContainerRecord, FileStore, RouteStore, SessionRecord};
     use crate::table::ResolverSettings;
     use crate::upstream::AddressPolicy;
+    use std::sync::Mutex;
 
-    fn refresher(max_staleness: Duration) -> Refresher {
-        let settings = ResolverSettings {
+    fn settings(max_staleness: Duration) -> ResolverSettings {
+        ResolverSettings {
             session_key: SessionKeyTemplate::parse("{client}-{thread}").unwrap(),
             container_port: 4321,
             refresh_interval: Duration::from_secs(5),
             negative_ttl: Duration::from_secs(2),
             max_staleness,
             policy: AddressPolicy::new(vec![]),
-        };
+        }
+    }
+
+    fn refresher_over(store: Arc<dyn RouteStore>, max_staleness: Duration) -> Refresher {
         let metrics = Arc::new(Metrics::new().unwrap());
-        let store = Arc::new(FileStore::new("/nonexistent".into()));
-        let resolver = Arc::new(Resolver::new(store, metrics.clone(), settings));
+        let resolver = Arc::new(Resolver::new(
+            store,
+            metrics.clone(),
+            settings(max_staleness),
+        ));
         Refresher::new(resolver, metrics)
     }
 
-    #[test]
-    fn loads_go_idle_only_while_the_table_is_fresh() {
-        let refresher = refresher(Duration::from_millis(400));
-        assert_eq!(refresher.load_priority(), Priority::Low, "the first table");
+    fn refresher(max_staleness: Duration) -> Refresher {
+        refresher_over(
+            Arc::new(FileStore::new("/nonexistent".into())),
+            max_staleness,
+        )
+    }
+
+    /// A store on a machine with no idle CPU: loads in the idle class never finish.
+    #[derive(Default)]
+    struct NoIdleCpu {
+        asked: Mutex<Vec<Priority>>,
+    }
+
+    #[async_trait]
+    impl RouteStore for NoIdleCpu {
+        async fn load_all(
+            &self,
+            priority: Priority,
+        ) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
+            self.asked.lock().unwrap().push(priority);
+            if priority == Priority::Idle {
+                std::future::pending::<()>().await;
+            }
+            Ok(Some(Arc::default()))
+        }
+
+        async fn get_session(&self, _: &str) -> Result<Option<SessionRecord>, StoreError> {
+            Ok(None)
+        }
+
+        async fn get_container(&self, _: &str) -> Result<Option<ContainerRecord>, StoreError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_load_starved_of_idle_cpu_is_redone_before_the_table_goes_stale() {
+        let store = Arc::new(NoIdleCpu::default());
+        let refresher = refresher_over(store.clone(), Duration::from_millis(400));
         refresher.resolver.mark_refreshed();
-        assert_eq!(refresher.load_priority(), Priority::Idle);
-        std::thread::sleep(Duration::from_millis(250));
+        let refreshed = tokio::time::timeout(Duration::from_secs(5), refresher.refresh_once());
+        refreshed
+            .await
+            .expect("not stuck behind the idle load")
+            .unwrap();
         assert_eq!(
-            refresher.load_priority(),
-            Priority::Low,
-            "past half the staleness limit"
+            *store.asked.lock().unwrap(),
+            [Priority::Idle, Priority::Low]
         );
+        let age = refresher.resolver.table_age().unwrap();
+        assert!(age < Duration::from_millis(100), "a new table: {age:?}");
+    }
+
+    #[test]
+    fn loads_wait_for_idle_cpu_only_until_half_the_staleness_limit() {
+        let refresher = refresher(Duration::from_millis(400));
+        assert_eq!(refresher.idle_budget(), None, "the first table");
+        refresher.resolver.mark_refreshed();
+        let budget = refresher.idle_budget().expect("a fresh table");
+        assert!(budget <= Duration::from_millis(200), "{budget:?}");
+        assert!(budget > Duration::from_millis(100), "{budget:?}");
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(refresher.idle_budget(), None, "past half the limit");
     }
 
     #[test]

@@ -78,6 +78,40 @@ async fn tables_are_routed_and_changes_follow_refreshes() {
     eventually(&router, "/session/t1/", (404, "")).await;
 }
 
+/// The scheduling policy of each of a process's threads with this name.
+fn thread_policies(pid: u32, name: &str) -> Vec<i32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the router's threads");
+    tasks
+        .filter_map(|task| {
+            let dir = task.ok()?.path();
+            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
+            (comm.trim_end() == name).then_some(())?;
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            // Field 41 is the policy; fields are counted from 3 after the parenthesised name.
+            let after_name = &stat[stat.rfind(')')? + 1..];
+            after_name.split_whitespace().nth(41 - 3)?.parse().ok()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn refreshes_of_a_fresh_table_run_in_the_idle_class_and_still_follow_changes() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let moto = seeded(&a).await;
+    let router = Router::start("", dynamo(&moto));
+    let loads = "session_router_store_requests_total{op=\"load_all\",result=\"ok\"}";
+    let first = router.metric(loads).await;
+    moto.put_container("c1", b.addr).await;
+    eventually(&router, "/session/t1/", (200, "b")).await;
+    assert!(router.metric(loads).await > first, "a refresh loaded it");
+    assert_eq!(
+        thread_policies(router.pid(), "dynamodb load"),
+        [libc::SCHED_IDLE],
+        "one load thread, in the idle class"
+    );
+}
+
 #[tokio::test]
 async fn expired_sessions_are_absent_at_once() {
     let a = Upstream::start("a").await;

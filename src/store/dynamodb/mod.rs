@@ -18,7 +18,7 @@ use futures_util::future::try_join_all;
 use tokio::sync::OnceCell;
 
 use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot, TableMap};
-use crate::background::Priority;
+use crate::background::{Priority, PriorityRuntime, Yielder};
 use crate::config::DynamoDbSection;
 use decode::{DecodeError, Item};
 
@@ -30,93 +30,104 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_ATTEMPTS: u32 = 3;
 
 pub struct DynamoDbStore {
-    settings: DynamoDbSection,
+    settings: Arc<DynamoDbSection>,
     /// Built on first use, inside Pingora's runtime: loading the AWS config may start threads,
-    /// which must not happen before a daemonizing fork.
+    /// which must not happen before a daemonizing fork. Serves table misses and the full loads
+    /// that must not wait for idle CPU.
     client: OnceCell<Client>,
+    /// Full loads that may wait for idle CPU run here: a client of their own on an idle-class
+    /// thread, so the parsing of every page happens in that class and none of its connections
+    /// is shared with the request path. `None` if the thread could not start.
+    idle: OnceCell<Option<IdleLoader>>,
+}
+
+struct IdleLoader {
+    runtime: PriorityRuntime,
+    client: Client,
 }
 
 fn unavailable(e: impl std::error::Error) -> StoreError {
     StoreError::Unavailable(DisplayErrorContext(e).to_string())
 }
 
+async fn build_client(settings: &DynamoDbSection) -> Client {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(1))
+        .operation_attempt_timeout(settings.request_timeout)
+        .build();
+    let retry = RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(INITIAL_BACKOFF);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(retry)
+        .timeout_config(timeouts);
+    if let Some(region) = &settings.region {
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(url) = &settings.endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    Client::new(&loader.load().await)
+}
+
 impl DynamoDbStore {
     pub fn new(settings: DynamoDbSection) -> Self {
         DynamoDbStore {
-            settings,
+            settings: Arc::new(settings),
             client: OnceCell::new(),
+            idle: OnceCell::new(),
         }
     }
 
     async fn client(&self) -> &Client {
         self.client
-            .get_or_init(|| async {
-                let timeouts = TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(1))
-                    .operation_attempt_timeout(self.settings.request_timeout)
-                    .build();
-                let retry = RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(INITIAL_BACKOFF);
-                let mut loader = aws_config::defaults(BehaviorVersion::latest())
-                    .retry_config(retry)
-                    .timeout_config(timeouts);
-                if let Some(region) = &self.settings.region {
-                    loader = loader.region(Region::new(region.clone()));
-                }
-                if let Some(url) = &self.settings.endpoint_url {
-                    loader = loader.endpoint_url(url);
-                }
-                Client::new(&loader.load().await)
-            })
+            .get_or_init(|| build_client(&self.settings))
             .await
     }
 
-    /// Scans one table with `scan_segments` parallel segments, decoding page by page.
-    async fn scan<T>(
-        &self,
-        table: &str,
-        attributes: &[&str],
-        decode: impl Fn(&Item) -> Result<(String, T), DecodeError> + Sync,
-    ) -> Result<(TableMap<T>, usize), StoreError> {
-        let client = self.client().await;
-        let segments = self.settings.scan_segments.max(1) as i32;
-        let (projection, names) = projection(attributes);
-        let segment_scans = (0..segments).map(|segment| {
-            let mut pages = client
-                .scan()
-                .table_name(table)
-                .segment(segment)
-                .total_segments(segments)
-                .projection_expression(&projection)
-                .set_expression_attribute_names(Some(names.clone()))
-                .into_paginator()
-                .send();
-            let decode = &decode;
-            async move {
-                let mut records = Vec::new();
-                let mut skipped = 0;
-                while let Some(page) = pages.next().await {
-                    for item in page.map_err(unavailable)?.items.unwrap_or_default() {
-                        match decode(&item) {
-                            Ok(record) => records.push(record),
-                            Err(e) => {
-                                skipped += 1;
-                                log::warn!("skipping {table} {e}");
-                            }
-                        }
-                    }
-                }
-                Ok::<_, StoreError>((records, skipped))
+    async fn idle_loader(&self) -> Option<&IdleLoader> {
+        self.idle
+            .get_or_init(|| async {
+                let started = PriorityRuntime::start("dynamodb load", Priority::Idle).await;
+                let runtime = started
+                    .inspect_err(|e| log::error!("could not start the idle load thread: {e}"))
+                    .ok()?;
+                let settings = self.settings.clone();
+                let client = runtime
+                    .run(async move { build_client(&settings).await })
+                    .await?;
+                Some(IdleLoader { runtime, client })
+            })
+            .await
+            .as_ref()
+    }
+
+    /// A full load at `priority`: on the idle thread when asked and available, else where the
+    /// caller is polled.
+    async fn full_load(&self, priority: Priority) -> Result<StoreSnapshot, StoreError> {
+        let idle = match priority {
+            Priority::Idle => self.idle_loader().await,
+            Priority::Low => None,
+        };
+        match idle {
+            Some(idle) => {
+                let load = FullLoad {
+                    client: idle.client.clone(),
+                    settings: self.settings.clone(),
+                };
+                idle.runtime
+                    .run(load.run())
+                    .await
+                    .ok_or_else(|| StoreError::Unavailable("the load thread failed".into()))?
             }
-        });
-        let mut all = TableMap::default();
-        let mut skipped = 0;
-        for (records, bad) in try_join_all(segment_scans).await? {
-            skipped += bad;
-            all.extend(records.into_iter().map(|(k, v)| (k.into_boxed_str(), v)));
+            None => {
+                let load = FullLoad {
+                    client: self.client().await.clone(),
+                    settings: self.settings.clone(),
+                };
+                load.run().await
+            }
         }
-        Ok((all, skipped))
     }
 
     async fn get(
@@ -137,24 +148,83 @@ impl DynamoDbStore {
             .map_err(unavailable)?;
         Ok(out.item)
     }
+}
 
-    fn session_attributes(&self) -> [&str; 5] {
-        [
-            &self.settings.session_key_attribute,
-            CONTAINER_ID,
-            CLIENT_ID,
-            EXPIRES_AT,
-            TTL,
-        ]
+/// One full load of both tables, owning what it needs so it can run on another runtime.
+struct FullLoad {
+    client: Client,
+    settings: Arc<DynamoDbSection>,
+}
+
+impl FullLoad {
+    async fn run(self) -> Result<StoreSnapshot, StoreError> {
+        let s = &self.settings;
+        let session_key = s.session_key_attribute.as_str();
+        let container_key = s.container_key_attribute.as_str();
+        let session_attrs = [session_key, CONTAINER_ID, CLIENT_ID, EXPIRES_AT, TTL];
+        let container_attrs = [container_key, CONTAINER_IP, CONTAINER_PORT, STATUS];
+        let sessions = self.scan(&s.sessions_table, &session_attrs, |item| {
+            decode::session(item, session_key)
+        });
+        let containers = self.scan(&s.containers_table, &container_attrs, |item| {
+            decode::container(item, container_key)
+        });
+        let ((sessions, bad_sessions), (containers, bad_containers)) =
+            tokio::try_join!(sessions, containers)?;
+        Ok(StoreSnapshot {
+            sessions,
+            containers,
+            skipped: bad_sessions + bad_containers,
+        })
     }
 
-    fn container_attributes(&self) -> [&str; 4] {
-        [
-            &self.settings.container_key_attribute,
-            CONTAINER_IP,
-            CONTAINER_PORT,
-            STATUS,
-        ]
+    /// Scans one table with `scan_segments` parallel segments, decoding page by page.
+    async fn scan<T>(
+        &self,
+        table: &str,
+        attributes: &[&str],
+        decode: impl Fn(&Item) -> Result<(String, T), DecodeError> + Sync,
+    ) -> Result<(TableMap<T>, usize), StoreError> {
+        let segments = self.settings.scan_segments.max(1) as i32;
+        let (projection, names) = projection(attributes);
+        let segment_scans = (0..segments).map(|segment| {
+            let mut pages = self
+                .client
+                .scan()
+                .table_name(table)
+                .segment(segment)
+                .total_segments(segments)
+                .projection_expression(&projection)
+                .set_expression_attribute_names(Some(names.clone()))
+                .into_paginator()
+                .send();
+            let decode = &decode;
+            async move {
+                let mut records = Vec::new();
+                let mut skipped = 0;
+                let mut yielder = Yielder::new();
+                while let Some(page) = pages.next().await {
+                    for item in page.map_err(unavailable)?.items.unwrap_or_default() {
+                        yielder.pause();
+                        match decode(&item) {
+                            Ok(record) => records.push(record),
+                            Err(e) => {
+                                skipped += 1;
+                                log::warn!("skipping {table} {e}");
+                            }
+                        }
+                    }
+                }
+                Ok::<_, StoreError>((records, skipped))
+            }
+        });
+        let mut all = TableMap::default();
+        let mut skipped = 0;
+        for (records, bad) in try_join_all(segment_scans).await? {
+            skipped += bad;
+            all.extend(records.into_iter().map(|(k, v)| (k.into_boxed_str(), v)));
+        }
+        Ok((all, skipped))
     }
 }
 
@@ -174,30 +244,8 @@ fn projection(attributes: &[&str]) -> (String, HashMap<String, String>) {
 
 #[async_trait]
 impl RouteStore for DynamoDbStore {
-    /// Decodes on the refresh task's own thread (nice 10) whatever `_priority` asks: the SDK
-    /// parses responses where it is polled.
-    async fn load_all(
-        &self,
-        _priority: Priority,
-    ) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
-        let s = &self.settings;
-        let session_key = s.session_key_attribute.as_str();
-        let container_key = s.container_key_attribute.as_str();
-        let (session_attrs, container_attrs) =
-            (self.session_attributes(), self.container_attributes());
-        let sessions = self.scan(&s.sessions_table, &session_attrs, |item| {
-            decode::session(item, session_key)
-        });
-        let containers = self.scan(&s.containers_table, &container_attrs, |item| {
-            decode::container(item, container_key)
-        });
-        let ((sessions, bad_sessions), (containers, bad_containers)) =
-            tokio::try_join!(sessions, containers)?;
-        Ok(Some(Arc::new(StoreSnapshot {
-            sessions,
-            containers,
-            skipped: bad_sessions + bad_containers,
-        })))
+    async fn load_all(&self, priority: Priority) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
+        Ok(Some(Arc::new(self.full_load(priority).await?)))
     }
 
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
