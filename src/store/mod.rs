@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::background::Priority;
+use crate::background::{Priority, Yielder};
 
 pub use dynamodb::DynamoDbStore;
 pub use file::FileStore;
@@ -74,6 +74,21 @@ pub struct StoreSnapshot {
     pub containers: TableMap<ContainerRecord>,
     /// Items that could not be decoded and were left out.
     pub skipped: usize,
+}
+
+impl StoreSnapshot {
+    /// Drops the records one at a time, offering the core back as it goes: freeing a table of
+    /// 100k sessions in one go is tens of milliseconds that no request could preempt.
+    pub fn drop_gradually(mut self, yielder: &mut Yielder) {
+        for session in self.sessions.drain() {
+            drop(session);
+            yielder.pause();
+        }
+        for container in self.containers.drain() {
+            drop(container);
+            yielder.pause();
+        }
+    }
 }
 
 #[derive(Debug, Error)]

@@ -36,6 +36,13 @@ impl RouteTable {
     }
 }
 
+impl RouteTable {
+    /// The records, if no one else holds this table or its snapshot any more.
+    pub fn into_sole_snapshot(table: Arc<RouteTable>) -> Option<StoreSnapshot> {
+        Arc::try_unwrap(Arc::try_unwrap(table).ok()?.loaded).ok()
+    }
+}
+
 impl From<Arc<StoreSnapshot>> for RouteTable {
     fn from(loaded: Arc<StoreSnapshot>) -> Self {
         RouteTable { loaded }
@@ -45,5 +52,28 @@ impl From<Arc<StoreSnapshot>> for RouteTable {
 impl From<StoreSnapshot> for RouteTable {
     fn from(s: StoreSnapshot) -> Self {
         RouteTable::from(Arc::new(s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_records_no_one_else_holds_are_handed_over_to_be_freed() {
+        let records = Arc::new(StoreSnapshot::default());
+        let table = Arc::new(RouteTable::from(records.clone()));
+        assert!(
+            RouteTable::into_sole_snapshot(table.clone()).is_none(),
+            "a request still holds the table"
+        );
+        let table = Arc::new(RouteTable::from(records.clone()));
+        assert!(
+            RouteTable::into_sole_snapshot(table).is_none(),
+            "the store still holds the records"
+        );
+        drop(records);
+        let sole = Arc::new(RouteTable::from(Arc::new(StoreSnapshot::default())));
+        assert!(RouteTable::into_sole_snapshot(sole).is_some());
     }
 }

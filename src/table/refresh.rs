@@ -9,7 +9,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::{Resolver, RouteTable};
-use crate::background::{set_priority, wait_or_shutdown, Priority};
+use crate::background::{run_on_own_thread, set_priority, wait_or_shutdown, Priority, Yielder};
 use crate::metrics::Metrics;
 use crate::store::{StoreError, StoreSnapshot};
 
@@ -44,7 +44,6 @@ impl Refresher {
                 );
                 let replaced = self.resolver.install(table, started);
                 retire(replaced).await;
-                crate::background::release_free_memory();
             }
             None => self.resolver.mark_refreshed(),
         }
@@ -87,12 +86,21 @@ const RETIRE_WAIT: Duration = Duration::from_secs(2);
 /// Frees a replaced table here rather than in whichever request lets go of it last: freeing a
 /// table of many sessions takes milliseconds, which a request would add to its latency. Requests
 /// hold a table only for the length of one lookup (longer only while a miss waits on the store).
+/// The records are freed on a thread behind request serving, a few at a time, and the memory
+/// goes back to the system after them.
 async fn retire(table: Arc<RouteTable>) {
     let deadline = Instant::now() + RETIRE_WAIT;
     while Arc::strong_count(&table) > 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    drop(table);
+    let records = RouteTable::into_sole_snapshot(table);
+    run_on_own_thread("table free", Priority::Low, move || {
+        if let Some(records) = records {
+            records.drop_gradually(&mut Yielder::new());
+        }
+        crate::background::release_free_memory();
+    })
+    .await;
 }
 
 /// Longest wait between full loads while the store keeps failing.
