@@ -76,7 +76,31 @@ pub struct StoreSnapshot {
     pub skipped: usize,
 }
 
+/// How many records a snapshot holds. A new load's maps are sized from the last one's, so that
+/// they are not rehashed as they fill: milliseconds each time for a large table, in one stretch
+/// that cannot offer the core back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    pub sessions: usize,
+    pub containers: usize,
+}
+
 impl StoreSnapshot {
+    pub fn with_capacity(sizes: TableSizes) -> Self {
+        StoreSnapshot {
+            sessions: TableMap::with_capacity_and_hasher(sizes.sessions, Default::default()),
+            containers: TableMap::with_capacity_and_hasher(sizes.containers, Default::default()),
+            skipped: 0,
+        }
+    }
+
+    pub fn sizes(&self) -> TableSizes {
+        TableSizes {
+            sessions: self.sessions.len(),
+            containers: self.containers.len(),
+        }
+    }
+
     /// Drops the records one at a time, offering the core back as it goes: freeing a table of
     /// 100k sessions in one go is tens of milliseconds that no request could preempt.
     pub fn drop_gradually(mut self, yielder: &mut Yielder) {

@@ -106,7 +106,7 @@ async fn refreshes_of_a_fresh_table_run_in_the_idle_class_and_still_follow_chang
     eventually(&router, "/session/t1/", (200, "b")).await;
     assert!(router.metric(loads).await > first, "a refresh loaded it");
     assert_eq!(
-        thread_policies(router.pid(), "dynamodb load"),
+        thread_policies(router.pid(), "dynamodb idle"),
         [libc::SCHED_IDLE],
         "one load thread, in the idle class"
     );

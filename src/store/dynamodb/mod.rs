@@ -35,13 +35,14 @@ pub struct DynamoDbStore {
     /// which must not happen before a daemonizing fork. Serves table misses and the full loads
     /// that must not wait for idle CPU.
     client: OnceCell<Client>,
-    /// Full loads that may wait for idle CPU run here: a client of their own on an idle-class
-    /// thread, so the parsing of every page happens in that class and none of its connections
-    /// is shared with the request path. `None` if the thread could not start.
-    idle: OnceCell<Option<IdleLoader>>,
+    /// Full loads at [`Priority::Idle`] and [`Priority::Least`] run on threads of their own in
+    /// that class, each with a client of its own, so that the parsing of every page happens at
+    /// that priority and none of their connections is shared with the request path. `None` if
+    /// the thread could not start.
+    background: [OnceCell<Option<Loader>>; 2],
 }
 
-struct IdleLoader {
+struct Loader {
     runtime: PriorityRuntime,
     client: Client,
 }
@@ -75,7 +76,7 @@ impl DynamoDbStore {
         DynamoDbStore {
             settings: Arc::new(settings),
             client: OnceCell::new(),
-            idle: OnceCell::new(),
+            background: Default::default(),
         }
     }
 
@@ -85,37 +86,40 @@ impl DynamoDbStore {
             .await
     }
 
-    async fn idle_loader(&self) -> Option<&IdleLoader> {
-        self.idle
-            .get_or_init(|| async {
-                let started = PriorityRuntime::start("dynamodb load", Priority::Idle).await;
-                let runtime = started
-                    .inspect_err(|e| log::error!("could not start the idle load thread: {e}"))
-                    .ok()?;
-                let settings = self.settings.clone();
-                let client = runtime
-                    .run(async move { build_client(&settings).await })
-                    .await?;
-                Some(IdleLoader { runtime, client })
-            })
-            .await
-            .as_ref()
+    /// The loader for `priority`, started on first use; `None` for [`Priority::Low`], which
+    /// runs where it is polled.
+    async fn loader(&self, priority: Priority) -> Option<&Loader> {
+        let (slot, name) = match priority {
+            Priority::Idle => (&self.background[0], "dynamodb idle"),
+            Priority::Least => (&self.background[1], "dynamodb least"),
+            Priority::Low => return None,
+        };
+        slot.get_or_init(|| async {
+            let started = PriorityRuntime::start(name, priority).await;
+            let runtime = started
+                .inspect_err(|e| log::error!("could not start the {name} thread: {e}"))
+                .ok()?;
+            let settings = self.settings.clone();
+            let client = runtime
+                .run(async move { build_client(&settings).await })
+                .await?;
+            Some(Loader { runtime, client })
+        })
+        .await
+        .as_ref()
     }
 
-    /// A full load at `priority`: on the idle thread when asked and available, else where the
+    /// A full load at `priority`: on its loader's thread when there is one, else where the
     /// caller is polled.
     async fn full_load(&self, priority: Priority) -> Result<StoreSnapshot, StoreError> {
-        let idle = match priority {
-            Priority::Idle => self.idle_loader().await,
-            Priority::Low => None,
-        };
-        match idle {
-            Some(idle) => {
+        match self.loader(priority).await {
+            Some(loader) => {
                 let load = FullLoad {
-                    client: idle.client.clone(),
+                    client: loader.client.clone(),
                     settings: self.settings.clone(),
                 };
-                idle.runtime
+                loader
+                    .runtime
                     .run(load.run())
                     .await
                     .ok_or_else(|| StoreError::Unavailable("the load thread failed".into()))?
@@ -218,9 +222,12 @@ impl FullLoad {
                 Ok::<_, StoreError>((records, skipped))
             }
         });
-        let mut all = TableMap::default();
+        let segments = try_join_all(segment_scans).await?;
+        // Sized once: growing a large map rehashes it in one stretch that cannot yield.
+        let count = segments.iter().map(|(records, _)| records.len()).sum();
+        let mut all = TableMap::with_capacity_and_hasher(count, Default::default());
         let mut skipped = 0;
-        for (records, bad) in try_join_all(segment_scans).await? {
+        for (records, bad) in segments {
             skipped += bad;
             all.extend(records.into_iter().map(|(k, v)| (k.into_boxed_str(), v)));
         }

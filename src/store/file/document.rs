@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::reader;
 use crate::background::Yielder;
-use crate::store::{ContainerRecord, ContainerStatus, SessionRecord, StoreSnapshot};
+use crate::store::{ContainerRecord, ContainerStatus, SessionRecord, StoreSnapshot, TableSizes};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,8 +42,13 @@ pub(super) struct ContainerEntry<'a> {
 
 /// Parses a whole file. The event reader takes the files it fully understands; whatever it does
 /// not, valid or not, goes through serde, which also words every error.
-pub(super) fn parse(text: &str, yielder: &mut Yielder) -> Result<StoreSnapshot, String> {
-    match reader::read(text, yielder) {
+/// `expected` sizes the tables.
+pub(super) fn parse(
+    text: &str,
+    expected: TableSizes,
+    yielder: &mut Yielder,
+) -> Result<StoreSnapshot, String> {
+    match reader::read(text, expected, yielder) {
         Some(snapshot) => Ok(snapshot),
         None => parse_any_shape(text),
     }
@@ -71,6 +76,13 @@ pub(super) struct TableBuilder {
 }
 
 impl TableBuilder {
+    pub fn with_capacity(expected: TableSizes) -> Self {
+        TableBuilder {
+            snapshot: StoreSnapshot::with_capacity(expected),
+            clients: HashSet::new(),
+        }
+    }
+
     pub fn add_session(&mut self, key: &str, entry: SessionEntry<'_>) -> Result<(), String> {
         let client_id = entry.client_id.map(|c| self.client(&c));
         let record = SessionRecord {
@@ -120,7 +132,7 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str) -> Result<StoreSnapshot, String> {
-        parse(text, &mut Yielder::new())
+        parse(text, TableSizes::default(), &mut Yielder::new())
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot};
+use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot, TableSizes};
 use crate::background::{run_on_own_thread, Priority, Yielder};
 use async_trait::async_trait;
 
@@ -75,8 +75,12 @@ impl FileStore {
         }
         // An idle-class parse can wait long on a busy machine: it runs without the lock, so that
         // no table miss queues behind it (a miss parses for itself instead).
+        let expected = slot
+            .as_ref()
+            .map(|p| p.snapshot.sizes())
+            .unwrap_or_default();
         let held = (priority != Priority::Idle).then_some(slot);
-        let parsed = self.read_and_parse(fingerprint, priority).await?;
+        let parsed = self.read_and_parse(fingerprint, expected, priority).await?;
         let mut slot = match held {
             Some(slot) => slot,
             None => self.parsed.lock().await,
@@ -94,10 +98,11 @@ impl FileStore {
     }
 
     /// Reads and parses the file on a thread of its own at `priority`: for a large file both
-    /// take a while.
+    /// take a while. `expected` sizes the tables (the last version's).
     async fn read_and_parse(
         &self,
         fingerprint: Fingerprint,
+        expected: TableSizes,
         priority: Priority,
     ) -> Result<Parsed, StoreError> {
         let (path, shown) = (self.path.clone(), self.display());
@@ -107,7 +112,7 @@ impl FileStore {
                 path: shown.clone(),
                 source,
             })?;
-            document::parse(&text, &mut yielder).map_err(|reason| StoreError::Parse {
+            document::parse(&text, expected, &mut yielder).map_err(|reason| StoreError::Parse {
                 path: shown,
                 reason,
             })

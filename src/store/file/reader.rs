@@ -14,7 +14,7 @@ use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
 
 use super::document::{ContainerEntry, SessionEntry, TableBuilder};
 use crate::background::Yielder;
-use crate::store::StoreSnapshot;
+use crate::store::{StoreSnapshot, TableSizes};
 
 /// Tokens parsed at a time, so that the token buffer stays small and warm in the cache. A chunk
 /// ends before a `[` that starts a line: a table header, where the parser has no state to carry
@@ -24,9 +24,13 @@ const CHUNK_TOKENS: usize = 4096;
 
 /// The table, or `None` when the text is not in the simple shape or not valid. Offers the core
 /// back through `yielder` between chunks.
-pub(super) fn read(text: &str, yielder: &mut Yielder) -> Option<StoreSnapshot> {
+pub(super) fn read(
+    text: &str,
+    expected: TableSizes,
+    yielder: &mut Yielder,
+) -> Option<StoreSnapshot> {
     let source = Source::new(text);
-    let mut reader = Reader::new(source);
+    let mut reader = Reader::new(source, expected);
     let mut chunk = Vec::with_capacity(CHUNK_TOKENS * 2);
     let mut line_start = true;
     for token in source.lex() {
@@ -90,10 +94,10 @@ struct Reader<'i> {
 }
 
 impl<'i> Reader<'i> {
-    fn new(source: Source<'i>) -> Self {
+    fn new(source: Source<'i>, expected: TableSizes) -> Self {
         Reader {
             source,
-            table: TableBuilder::default(),
+            table: TableBuilder::with_capacity(expected),
             header: None,
             entry: None,
             key: None,
