@@ -3,6 +3,8 @@
 //! parses and decodes far more than the table it leaves behind, on the same cores that serve
 //! requests.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pingora::server::ShutdownWatch;
@@ -57,19 +59,24 @@ fn set_nice(nice: libc::c_int) {
 }
 
 /// Runs `work` on a new thread at `priority` and waits for its result without blocking the
-/// caller's runtime. `None` if the thread could not start or `work` panicked.
+/// caller's runtime. `None` if the thread could not start or `work` panicked. `work` pauses
+/// through the [`Yielder`] it is given, which also tells it when the caller has stopped waiting
+/// (a thread cannot be cancelled from outside).
 pub async fn run_on_own_thread<T, F>(name: &str, priority: Priority, work: F) -> Option<T>
 where
     T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
+    F: FnOnce(&mut Yielder) -> T + Send + 'static,
 {
     let (done, result) = tokio::sync::oneshot::channel();
+    let abandoned = Arc::new(AtomicBool::new(false));
+    let watched = abandoned.clone();
     let spawned = std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(move || {
             set_priority(priority);
-            let _ = done.send(work());
+            let _ = done.send(work(&mut Yielder::watching(watched)));
         });
+    let _abandon_when_dropped = AbandonOnDrop(abandoned);
     match spawned {
         Ok(_) => result.await.ok(),
         Err(e) => {
@@ -132,6 +139,14 @@ impl PriorityRuntime {
     }
 }
 
+struct AbandonOnDrop(Arc<AtomicBool>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 
 impl<T> Drop for AbortOnDrop<T> {
@@ -146,23 +161,35 @@ impl<T> Drop for AbortOnDrop<T> {
 /// class or not.
 const WORK_BEFORE_YIELD: Duration = Duration::from_micros(200);
 
-/// How the core is offered back: by leaving the run queue for a moment. `sched_yield` is not
-/// enough under EEVDF: a thread still owed CPU time is picked again at once, and background
-/// threads that yielded every 0.2 ms were seen holding a saturated proxy's core for 1–5 ms at a
-/// time (`perf sched timehist`). Timer slack makes the real pause about 50 µs.
+/// How the core is offered back: by leaving the run queue for a moment. Under EEVDF a
+/// `sched_yield` only pushes the thread's deadline back, and the scheduler picks it again at once
+/// while it is the only thread still owed CPU time, which a saturated proxy thread never is.
+/// Timer slack makes the real pause about 50 µs.
 const OFF_CORE: Duration = Duration::from_micros(10);
 
 /// Offers the core back every [`WORK_BEFORE_YIELD`] of work: long background loops call
 /// [`Yielder::pause`] often, and it pauses only once that much time has passed.
 pub struct Yielder {
     since: Instant,
+    abandoned: Arc<AtomicBool>,
 }
 
 impl Yielder {
     pub fn new() -> Self {
+        Self::watching(Arc::default())
+    }
+
+    pub(crate) fn watching(abandoned: Arc<AtomicBool>) -> Self {
         Yielder {
             since: Instant::now(),
+            abandoned,
         }
+    }
+
+    /// Whether whoever waited for this work has stopped waiting: long work checks at its pauses
+    /// and stops early, so that a load given up on does not go on competing with its successor.
+    pub fn abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::Relaxed)
     }
 
     pub fn pause(&mut self) {
@@ -217,11 +244,11 @@ mod tests {
     #[tokio::test]
     async fn work_runs_in_the_class_asked_for_and_the_caller_keeps_its_own() {
         let before = scheduling();
-        let idle = run_on_own_thread("test idle", Priority::Idle, scheduling).await;
+        let idle = run_on_own_thread("test idle", Priority::Idle, |_| scheduling()).await;
         assert_eq!(idle.map(|s| s.0), Some(libc::SCHED_IDLE));
-        let low = run_on_own_thread("test low", Priority::Low, scheduling).await;
+        let low = run_on_own_thread("test low", Priority::Low, |_| scheduling()).await;
         assert_eq!(low, Some((libc::SCHED_OTHER, before.1.max(LOW_NICE))));
-        let least = run_on_own_thread("test least", Priority::Least, scheduling).await;
+        let least = run_on_own_thread("test least", Priority::Least, |_| scheduling()).await;
         assert_eq!(least, Some((libc::SCHED_OTHER, before.1.max(LEAST_NICE))));
         assert_eq!(scheduling(), before, "the caller is unchanged");
     }
@@ -265,8 +292,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn work_is_told_when_its_caller_stops_waiting() {
+        let (seen, told) = tokio::sync::oneshot::channel();
+        let waiting = run_on_own_thread("test abandon", Priority::Low, move |yielder| {
+            while !yielder.abandoned() {
+                yielder.pause();
+            }
+            let _ = seen.send(());
+        });
+        assert!(tokio::time::timeout(Duration::from_millis(20), waiting)
+            .await
+            .is_err());
+        let stopped = tokio::time::timeout(Duration::from_secs(5), told).await;
+        assert!(matches!(stopped, Ok(Ok(()))), "the work saw it and stopped");
+    }
+
+    #[tokio::test]
     async fn a_panic_in_the_work_is_none_not_a_hang() {
-        let result: Option<()> = run_on_own_thread("test panic", Priority::Low, || panic!()).await;
+        let result: Option<()> = run_on_own_thread("test panic", Priority::Low, |_| panic!()).await;
         assert_eq!(result, None);
     }
 }

@@ -9,7 +9,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use super::{Resolver, RouteTable};
-use crate::background::{run_on_own_thread, set_priority, wait_or_shutdown, Priority, Yielder};
+use crate::background::{run_on_own_thread, set_priority, wait_or_shutdown, Priority};
 use crate::metrics::Metrics;
 use crate::store::{StoreError, StoreSnapshot};
 
@@ -95,9 +95,9 @@ async fn retire(table: Arc<RouteTable>) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let records = RouteTable::into_sole_snapshot(table);
-    run_on_own_thread("table free", Priority::Least, move || {
+    run_on_own_thread("table free", Priority::Least, move |yielder| {
         if let Some(records) = records {
-            records.drop_gradually(&mut Yielder::new());
+            records.drop_gradually(yielder);
         }
         crate::background::release_free_memory();
     })

@@ -50,6 +50,7 @@ pub(super) fn parse(
 ) -> Result<StoreSnapshot, String> {
     match reader::read(text, expected, yielder) {
         Some(snapshot) => Ok(snapshot),
+        None if yielder.abandoned() => Err(super::ABANDONED.to_owned()),
         None => parse_any_shape(text),
     }
 }

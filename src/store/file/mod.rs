@@ -106,13 +106,12 @@ impl FileStore {
         priority: Priority,
     ) -> Result<Parsed, StoreError> {
         let (path, shown) = (self.path.clone(), self.display());
-        let snapshot = run_on_own_thread("table parse", priority, move || {
-            let mut yielder = Yielder::new();
-            let text = read_text(&path, &mut yielder).map_err(|source| StoreError::Io {
+        let snapshot = run_on_own_thread("table parse", priority, move |yielder| {
+            let text = read_text(&path, yielder).map_err(|source| StoreError::Io {
                 path: shown.clone(),
                 source,
             })?;
-            document::parse(&text, expected, &mut yielder).map_err(|reason| StoreError::Parse {
+            document::parse(&text, expected, yielder).map_err(|reason| StoreError::Parse {
                 path: shown,
                 reason,
             })
@@ -126,17 +125,24 @@ impl FileStore {
     }
 }
 
+/// What a parse nobody waits for any more ends with.
+const ABANDONED: &str = "abandoned: the load was given up on";
+
 /// Bytes read at a time: one read of a large file is a long stretch in the kernel, where the
 /// thread cannot be preempted.
 const READ_CHUNK: u64 = 1 << 20;
 
-/// Reads the whole file in chunks, offering the core back between them.
+/// Reads the whole file in chunks, offering the core back between them; stops early if the
+/// reader was abandoned.
 fn read_text(path: &Path, yielder: &mut Yielder) -> std::io::Result<String> {
     let mut file = File::open(path)?;
     let size = file.metadata().map_or(0, |m| m.len() as usize);
     let mut bytes = Vec::with_capacity(size);
     while (&mut file).take(READ_CHUNK).read_to_end(&mut bytes)? > 0 {
         yielder.pause();
+        if yielder.abandoned() {
+            return Err(std::io::Error::new(ErrorKind::Interrupted, ABANDONED));
+        }
     }
     String::from_utf8(bytes).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
 }
@@ -182,5 +188,24 @@ mod tests {
             "parsed once, not twice"
         );
         assert!(store.load_all(Priority::Idle).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_parse_given_up_on_stops_instead_of_finishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.toml");
+        let text: String = (0..5_000)
+            .map(|i| format!("[sessions.acme-t{i}]\ncontainer_id = \"c{i}\"\n"))
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        let expected = TableSizes::default();
+        let parsed = document::parse(&text, expected, &mut Yielder::new()).unwrap();
+        assert_eq!(parsed.sessions.len(), 5_000, "whole when waited for");
+
+        let given_up = || Yielder::watching(Arc::new(true.into()));
+        let err = document::parse(&text, expected, &mut given_up()).unwrap_err();
+        assert_eq!(err, ABANDONED, "not the general parse's verdict");
+        let err = read_text(&path, &mut given_up()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Interrupted);
     }
 }

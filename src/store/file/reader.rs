@@ -22,8 +22,8 @@ use crate::store::{StoreSnapshot, TableSizes};
 /// parse would take the file.)
 const CHUNK_TOKENS: usize = 4096;
 
-/// The table, or `None` when the text is not in the simple shape or not valid. Offers the core
-/// back through `yielder` between chunks.
+/// The table, or `None` when the text is not in the simple shape or not valid, or the read was
+/// abandoned. Offers the core back through `yielder` between chunks.
 pub(super) fn read(
     text: &str,
     expected: TableSizes,
@@ -41,6 +41,9 @@ pub(super) fn read(
             }
             chunk.clear();
             yielder.pause();
+            if yielder.abandoned() {
+                return None;
+            }
         }
         line_start = kind == TokenKind::Newline;
         chunk.push(token);
