@@ -74,7 +74,9 @@ where
         .name(name.to_owned())
         .spawn(move || {
             set_priority(priority);
-            let _ = done.send(work(&mut Yielder::watching(watched)));
+            let mut yielder = Yielder::at(priority);
+            yielder.abandoned = watched;
+            let _ = done.send(work(&mut yielder));
         });
     let _abandon_when_dropped = AbandonOnDrop(abandoned);
     match spawned {
@@ -161,10 +163,10 @@ impl<T> Drop for AbortOnDrop<T> {
 /// class or not.
 const WORK_BEFORE_YIELD: Duration = Duration::from_micros(200);
 
-/// How the core is offered back: by leaving the run queue for a moment. Under EEVDF a
-/// `sched_yield` only pushes the thread's deadline back, and the scheduler picks it again at once
-/// while it is the only thread still owed CPU time, which a saturated proxy thread never is.
-/// Timer slack makes the real pause about 50 µs.
+/// How long a pause leaves the run queue for, when it does. Under EEVDF a `sched_yield` only
+/// pushes the thread's deadline back, and the scheduler picks it again at once while it is the
+/// only thread still owed CPU time, which a saturated proxy thread never is. Timer slack makes
+/// the real pause about 50 µs, which makes a load on an idle machine about a quarter slower.
 const OFF_CORE: Duration = Duration::from_micros(10);
 
 /// Offers the core back every [`WORK_BEFORE_YIELD`] of work: long background loops call
@@ -172,6 +174,8 @@ const OFF_CORE: Duration = Duration::from_micros(10);
 pub struct Yielder {
     since: Instant,
     abandoned: Arc<AtomicBool>,
+    /// Whether a pause sleeps for [`OFF_CORE`] rather than only yielding.
+    leave_run_queue: bool,
 }
 
 impl Yielder {
@@ -183,6 +187,16 @@ impl Yielder {
         Yielder {
             since: Instant::now(),
             abandoned,
+            leave_run_queue: false,
+        }
+    }
+
+    /// For work at `priority`. Work nobody waits on gives the core back fully at each pause;
+    /// work a request may wait on only offers it, and keeps its speed on an idle machine.
+    pub fn at(priority: Priority) -> Self {
+        Yielder {
+            leave_run_queue: priority != Priority::Low,
+            ..Self::new()
         }
     }
 
@@ -194,7 +208,11 @@ impl Yielder {
 
     pub fn pause(&mut self) {
         if self.since.elapsed() >= WORK_BEFORE_YIELD {
-            std::thread::sleep(OFF_CORE);
+            if self.leave_run_queue {
+                std::thread::sleep(OFF_CORE);
+            } else {
+                std::thread::yield_now();
+            }
             self.since = Instant::now();
         }
     }

@@ -117,6 +117,7 @@ impl DynamoDbStore {
                 let load = FullLoad {
                     client: loader.client.clone(),
                     settings: self.settings.clone(),
+                    priority,
                 };
                 loader
                     .runtime
@@ -128,6 +129,7 @@ impl DynamoDbStore {
                 let load = FullLoad {
                     client: self.client().await.clone(),
                     settings: self.settings.clone(),
+                    priority,
                 };
                 load.run().await
             }
@@ -158,6 +160,7 @@ impl DynamoDbStore {
 struct FullLoad {
     client: Client,
     settings: Arc<DynamoDbSection>,
+    priority: Priority,
 }
 
 impl FullLoad {
@@ -206,7 +209,7 @@ impl FullLoad {
             async move {
                 let mut records = Vec::new();
                 let mut skipped = 0;
-                let mut yielder = Yielder::new();
+                let mut yielder = Yielder::at(self.priority);
                 while let Some(page) = pages.next().await {
                     for item in page.map_err(unavailable)?.items.unwrap_or_default() {
                         yielder.pause();
