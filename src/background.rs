@@ -25,6 +25,14 @@ pub enum Priority {
     Low,
 }
 
+impl Priority {
+    /// Whether a request may be waiting on work at this priority; the other priorities are for
+    /// work that is free to take its time.
+    pub fn may_be_awaited(self) -> bool {
+        self == Priority::Low
+    }
+}
+
 /// Applies `priority` to the calling thread. Irreversible for an unprivileged process (it may
 /// lower its priority, not raise it again), so threads that need both run work that may go idle
 /// on threads of its own: [`run_on_own_thread`].
@@ -74,9 +82,7 @@ where
         .name(name.to_owned())
         .spawn(move || {
             set_priority(priority);
-            let mut yielder = Yielder::at(priority);
-            yielder.abandoned = watched;
-            let _ = done.send(work(&mut yielder));
+            let _ = done.send(work(&mut Yielder::at(priority).watching(watched)));
         });
     let _abandon_when_dropped = AbandonOnDrop(abandoned);
     match spawned {
@@ -180,24 +186,22 @@ pub struct Yielder {
 
 impl Yielder {
     pub fn new() -> Self {
-        Self::watching(Arc::default())
-    }
-
-    pub(crate) fn watching(abandoned: Arc<AtomicBool>) -> Self {
-        Yielder {
-            since: Instant::now(),
-            abandoned,
-            leave_run_queue: false,
-        }
+        Self::at(Priority::Low)
     }
 
     /// For work at `priority`. Work nobody waits on gives the core back fully at each pause;
     /// work a request may wait on only offers it, and keeps its speed on an idle machine.
     pub fn at(priority: Priority) -> Self {
         Yielder {
-            leave_run_queue: priority != Priority::Low,
-            ..Self::new()
+            since: Instant::now(),
+            abandoned: Arc::default(),
+            leave_run_queue: !priority.may_be_awaited(),
         }
+    }
+
+    /// The same, told through `abandoned` when its caller stops waiting.
+    pub(crate) fn watching(self, abandoned: Arc<AtomicBool>) -> Self {
+        Yielder { abandoned, ..self }
     }
 
     /// Whether whoever waited for this work has stopped waiting: long work checks at its pauses

@@ -34,9 +34,7 @@ impl RouteTable {
     pub fn container_count(&self) -> usize {
         self.loaded.containers.len()
     }
-}
 
-impl RouteTable {
     /// The records, if no one else holds this table or its snapshot any more.
     pub fn into_sole_snapshot(table: Arc<RouteTable>) -> Option<StoreSnapshot> {
         Arc::try_unwrap(Arc::try_unwrap(table).ok()?.loaded).ok()

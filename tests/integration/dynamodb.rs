@@ -58,26 +58,6 @@ async fn seeded(upstream: &Upstream) -> Moto {
     moto
 }
 
-#[tokio::test]
-async fn tables_are_routed_and_changes_follow_refreshes() {
-    let a = Upstream::start("a").await;
-    let b = Upstream::start("b").await;
-    let moto = seeded(&a).await;
-    let router = Router::start("", dynamo(&moto));
-    assert_eq!(
-        status_and_upstream(&router, "/session/t1/").await,
-        (200, "a".into())
-    );
-
-    // The container restarted elsewhere.
-    moto.put_container("c1", b.addr).await;
-    eventually(&router, "/session/t1/", (200, "b")).await;
-
-    // The session was deleted.
-    moto.delete_session("acme-t1").await;
-    eventually(&router, "/session/t1/", (404, "")).await;
-}
-
 /// The scheduling policy of each of a process's threads with this name.
 fn thread_policies(pid: u32, name: &str) -> Vec<i32> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the router's threads");
@@ -94,14 +74,21 @@ fn thread_policies(pid: u32, name: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Refreshes of a fresh table run on a load thread in the idle class, and still follow changes.
 #[tokio::test]
-async fn refreshes_of_a_fresh_table_run_in_the_idle_class_and_still_follow_changes() {
+async fn tables_are_routed_and_changes_follow_refreshes() {
     let a = Upstream::start("a").await;
     let b = Upstream::start("b").await;
     let moto = seeded(&a).await;
     let router = Router::start("", dynamo(&moto));
+    assert_eq!(
+        status_and_upstream(&router, "/session/t1/").await,
+        (200, "a".into())
+    );
     let loads = "session_router_store_requests_total{op=\"load_all\",result=\"ok\"}";
     let first = router.metric(loads).await;
+
+    // The container restarted elsewhere.
     moto.put_container("c1", b.addr).await;
     eventually(&router, "/session/t1/", (200, "b")).await;
     assert!(router.metric(loads).await > first, "a refresh loaded it");
@@ -110,6 +97,10 @@ async fn refreshes_of_a_fresh_table_run_in_the_idle_class_and_still_follow_chang
         [libc::SCHED_IDLE],
         "one load thread, in the idle class"
     );
+
+    // The session was deleted.
+    moto.delete_session("acme-t1").await;
+    eventually(&router, "/session/t1/", (404, "")).await;
 }
 
 #[tokio::test]

@@ -35,11 +35,12 @@ pub struct DynamoDbStore {
     /// which must not happen before a daemonizing fork. Serves table misses and the full loads
     /// that must not wait for idle CPU.
     client: OnceCell<Client>,
-    /// Full loads at [`Priority::Idle`] and [`Priority::Least`] run on threads of their own in
-    /// that class, each with a client of its own, so that the parsing of every page happens at
-    /// that priority and none of their connections is shared with the request path. `None` if
-    /// the thread could not start.
-    background: [OnceCell<Option<Loader>>; 2],
+    /// Full loads at [`Priority::Idle`] and [`Priority::Least`] run on threads of their own at
+    /// that priority, each with a client of its own, so that the parsing of every page happens
+    /// there and none of their connections is shared with the request path. `None` if the
+    /// thread could not start.
+    idle: OnceCell<Option<Loader>>,
+    least: OnceCell<Option<Loader>>,
 }
 
 struct Loader {
@@ -76,7 +77,8 @@ impl DynamoDbStore {
         DynamoDbStore {
             settings: Arc::new(settings),
             client: OnceCell::new(),
-            background: Default::default(),
+            idle: OnceCell::new(),
+            least: OnceCell::new(),
         }
     }
 
@@ -90,8 +92,8 @@ impl DynamoDbStore {
     /// runs where it is polled.
     async fn loader(&self, priority: Priority) -> Option<&Loader> {
         let (slot, name) = match priority {
-            Priority::Idle => (&self.background[0], "dynamodb idle"),
-            Priority::Least => (&self.background[1], "dynamodb least"),
+            Priority::Idle => (&self.idle, "dynamodb idle"),
+            Priority::Least => (&self.least, "dynamodb least"),
             Priority::Low => return None,
         };
         slot.get_or_init(|| async {
@@ -112,27 +114,25 @@ impl DynamoDbStore {
     /// A full load at `priority`: on its loader's thread when there is one, else where the
     /// caller is polled.
     async fn full_load(&self, priority: Priority) -> Result<StoreSnapshot, StoreError> {
-        match self.loader(priority).await {
-            Some(loader) => {
-                let load = FullLoad {
-                    client: loader.client.clone(),
-                    settings: self.settings.clone(),
-                    priority,
-                };
-                loader
-                    .runtime
-                    .run(load.run())
-                    .await
-                    .ok_or_else(|| StoreError::Unavailable("the load thread failed".into()))?
-            }
-            None => {
-                let load = FullLoad {
-                    client: self.client().await.clone(),
-                    settings: self.settings.clone(),
-                    priority,
-                };
-                load.run().await
-            }
+        let loader = self.loader(priority).await;
+        let client = match loader {
+            Some(loader) => loader.client.clone(),
+            None => self.client().await.clone(),
+        };
+        let settings = self.settings.clone();
+        let load = FullLoad {
+            client,
+            settings,
+            priority,
+        }
+        .run();
+        match loader {
+            Some(loader) => loader
+                .runtime
+                .run(load)
+                .await
+                .ok_or_else(|| StoreError::Unavailable("the load thread failed".into()))?,
+            None => load.await,
         }
     }
 

@@ -202,7 +202,7 @@ mod tests {
         let parsed = document::parse(&text, expected, &mut Yielder::new()).unwrap();
         assert_eq!(parsed.sessions.len(), 5_000, "whole when waited for");
 
-        let given_up = || Yielder::watching(Arc::new(true.into()));
+        let given_up = || Yielder::new().watching(Arc::new(true.into()));
         let err = document::parse(&text, expected, &mut given_up()).unwrap_err();
         assert_eq!(err, ABANDONED, "not the general parse's verdict");
         let err = read_text(&path, &mut given_up()).unwrap_err();
