@@ -73,13 +73,13 @@ impl FileStore {
         if let Some(parsed) = slot.as_ref().filter(|p| p.fingerprint == fingerprint) {
             return Ok(parsed.clone());
         }
-        // An idle-class parse can wait long on a busy machine: it runs without the lock, so that
-        // no table miss queues behind it (a miss parses for itself instead).
+        // A background parse (idle class or nice 19) can take long on a busy machine: it runs
+        // without the lock, so that no table miss queues behind it (a miss parses for itself).
         let expected = slot
             .as_ref()
             .map(|p| p.snapshot.sizes())
             .unwrap_or_default();
-        let held = (priority != Priority::Idle).then_some(slot);
+        let held = priority.may_be_awaited().then_some(slot);
         let parsed = self.read_and_parse(fingerprint, expected, priority).await?;
         let mut slot = match held {
             Some(slot) => slot,
@@ -188,6 +188,31 @@ mod tests {
             "parsed once, not twice"
         );
         assert!(store.load_all(Priority::Idle).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn misses_do_not_queue_behind_a_background_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.toml");
+        let text: String = (0..50_000)
+            .map(|i| format!("[sessions.acme-t{i}]\ncontainer_id = \"c{i}\"\n"))
+            .collect();
+        std::fs::write(&path, &text).unwrap();
+        let store = Arc::new(FileStore::new(path));
+        for priority in [Priority::Idle, Priority::Least] {
+            let loading = tokio::spawn({
+                let store = store.clone();
+                async move { store.current(priority).await.map(|p| p.snapshot.sizes()) }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            assert!(!loading.is_finished(), "{priority:?}: still parsing");
+            assert!(
+                store.parsed.try_lock().is_ok(),
+                "{priority:?}: the parse does not hold the lock"
+            );
+            assert_eq!(loading.await.unwrap().unwrap().sessions, 50_000);
+            *store.parsed.lock().await = None;
+        }
     }
 
     #[test]
