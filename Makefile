@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps build-deps lint check-config bench bench-load bench-profile bench-chart \
+.PHONY: run test deps build-deps lint check-config bench bench-load bench-profile bench-stalls bench-chart \
 	fuzz-smoke fuzz e2e e2e-deps ops-deps ops-check image image-lint
 
 run: deps
@@ -127,6 +127,11 @@ bench-load: build-deps
 PROFILE_ARGS ?= --proxy router --proxy bare --proxy nginx --proxy haproxy --tool syscalls --tool callgrind
 bench-profile: build-deps
 	BENCH_SCRIPT=bench/profile.py bench/run.sh $(PROFILE_ARGS)
+
+# How long table loads hold the saturated proxy thread off its core, from perf sched
+# (STALLS_ARGS: more router binaries to compare, --seconds, --max-staleness '').
+bench-stalls: build-deps
+	BENCH_SCRIPT=bench/stalls.py bench/run.sh target/release/session-router $(STALLS_ARGS)
 
 # The last load run (target/bench/load.json) as a PNG; matplotlib lives in .venv-bench.
 BENCH_VENV := .venv-bench

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh: `make bench-load` / `make bench-profile` — installs the load and profiling tools
 # when missing, builds the release router and the bare Pingora baseline, then runs bench/load.py
-# (or $BENCH_SCRIPT, i.e. bench/profile.py) with the arguments passed through.
+# (or $BENCH_SCRIPT: bench/profile.py, bench/stalls.py) with the arguments passed through.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +30,9 @@ fi
 
 cargo build --release --bin session-router --example bare_proxy
 for tool in strace perf valgrind; do
-	if [ "${BENCH_SCRIPT:-}" = bench/profile.py ] && ! command -v "$tool" >/dev/null; then
+	needed=no
+	case "${BENCH_SCRIPT:-}:$tool" in bench/profile.py:* | bench/stalls.py:perf) needed=yes ;; esac
+	if [ "$needed" = yes ] && ! command -v "$tool" >/dev/null; then
 		case "$tool" in perf) pkg=linux-perf ;; *) pkg=$tool ;; esac
 		$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg"
 	fi

@@ -48,6 +48,13 @@ pub fn set_priority(priority: Priority) {
         Priority::Least => set_nice(LEAST_NICE),
         Priority::Low => set_nice(LOW_NICE),
     }
+    #[cfg(target_os = "linux")]
+    if !priority.may_be_awaited() {
+        // SAFETY: PR_SET_TIMERSLACK changes only the calling thread's timer slack.
+        unsafe {
+            libc::prctl(libc::PR_SET_TIMERSLACK, PAUSE_TIMER_SLACK_NS);
+        }
+    }
 }
 
 #[cfg(target_os = "linux")]
@@ -163,25 +170,43 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-/// How long a background thread works before it offers its core back. A proxy thread saturated
-/// with requests never sleeps, so it never wakes up to preempt a background thread; the scheduler
-/// then lets whichever thread it picked keep the core until its next tick (4 ms at 250 Hz), idle
-/// class or not.
-const WORK_BEFORE_YIELD: Duration = Duration::from_micros(200);
+/// How long idle-class work runs before it offers its core back. The kernel now and then gives
+/// the core to an idle-class thread while a saturated proxy thread still wants it (at a
+/// scheduler tick: `perf sched` shows it, see `bench/stalls.py`), and the proxy thread then waits
+/// until the background thread pauses. Every request in flight waits with it, so the stretch
+/// between pauses is what such a preemption adds to their latency: at 200 µs it showed in the p99
+/// of a saturated router while a large table loaded.
+const IDLE_WORK_BEFORE_PAUSE: Duration = Duration::from_micros(20);
+
+/// The same for work at nice 10 or 19, which must finish however busy the machine. The kernel
+/// hands it the core a few dozen times a second on a saturated core and it progresses only then,
+/// so a stretch this long per turn is what lets a 100k-session load finish in seconds, not
+/// minutes.
+const WORK_BEFORE_PAUSE: Duration = Duration::from_micros(200);
 
 /// How long a pause leaves the run queue for, when it does. Under EEVDF a `sched_yield` only
 /// pushes the thread's deadline back, and the scheduler picks it again at once while it is the
-/// only thread still owed CPU time, which a saturated proxy thread never is. Timer slack makes
-/// the real pause about 50 µs, which makes a load on an idle machine about a quarter slower.
-const OFF_CORE: Duration = Duration::from_micros(10);
+/// only thread still owed CPU time, which a saturated proxy thread never is. A background thread
+/// that wakes does not preempt a proxy thread, but a sleep of 2 µs ended before the proxy thread
+/// had the core, and the background thread kept it until the next tick (`perf sched`); 20 µs
+/// hands it over. Background threads sleep with a timer slack of [`PAUSE_TIMER_SLACK_NS`], or
+/// the kernel would stretch each pause to 70 µs. Even so, sleeping every 20 µs makes an
+/// idle-class load of 100k sessions take about 0.4 s instead of 0.2 on an idle machine.
+const OFF_CORE: Duration = Duration::from_micros(20);
 
-/// Offers the core back every [`WORK_BEFORE_YIELD`] of work: long background loops call
-/// [`Yielder::pause`] often, and it pauses only once that much time has passed.
+/// Timer slack of threads whose pauses sleep, in nanoseconds.
+#[cfg(target_os = "linux")]
+const PAUSE_TIMER_SLACK_NS: libc::c_ulong = 1_000;
+
+/// Offers the core back every [`IDLE_WORK_BEFORE_PAUSE`] or [`WORK_BEFORE_PAUSE`] of work: long
+/// background loops call [`Yielder::pause`] often, and it pauses only once that much time has
+/// passed.
 pub struct Yielder {
     since: Instant,
     abandoned: Arc<AtomicBool>,
     /// Whether a pause sleeps for [`OFF_CORE`] rather than only yielding.
     leave_run_queue: bool,
+    work_before_pause: Duration,
 }
 
 impl Yielder {
@@ -196,6 +221,10 @@ impl Yielder {
             since: Instant::now(),
             abandoned: Arc::default(),
             leave_run_queue: !priority.may_be_awaited(),
+            work_before_pause: match priority {
+                Priority::Idle => IDLE_WORK_BEFORE_PAUSE,
+                Priority::Least | Priority::Low => WORK_BEFORE_PAUSE,
+            },
         }
     }
 
@@ -211,14 +240,15 @@ impl Yielder {
     }
 
     pub fn pause(&mut self) {
-        if self.since.elapsed() >= WORK_BEFORE_YIELD {
-            if self.leave_run_queue {
-                std::thread::sleep(OFF_CORE);
-            } else {
-                std::thread::yield_now();
-            }
-            self.since = Instant::now();
+        if self.since.elapsed() < self.work_before_pause {
+            return;
         }
+        if self.leave_run_queue {
+            std::thread::sleep(OFF_CORE);
+        } else {
+            std::thread::yield_now();
+        }
+        self.since = Instant::now();
     }
 }
 
@@ -248,90 +278,4 @@ pub async fn wait_or_shutdown(period: Duration, shutdown: &mut ShutdownWatch) ->
 }
 
 #[cfg(all(test, target_os = "linux"))]
-mod tests {
-    use super::*;
-
-    /// The calling thread's scheduling policy and nice value.
-    fn scheduling() -> (libc::c_int, libc::c_int) {
-        // SAFETY: both calls only read the calling thread's scheduling.
-        unsafe {
-            let thread = libc::gettid() as libc::id_t;
-            (
-                libc::sched_getscheduler(0),
-                libc::getpriority(libc::PRIO_PROCESS, thread),
-            )
-        }
-    }
-
-    #[tokio::test]
-    async fn work_runs_in_the_class_asked_for_and_the_caller_keeps_its_own() {
-        let before = scheduling();
-        let idle = run_on_own_thread("test idle", Priority::Idle, |_| scheduling()).await;
-        assert_eq!(idle.map(|s| s.0), Some(libc::SCHED_IDLE));
-        let low = run_on_own_thread("test low", Priority::Low, |_| scheduling()).await;
-        assert_eq!(low, Some((libc::SCHED_OTHER, before.1.max(LOW_NICE))));
-        let least = run_on_own_thread("test least", Priority::Least, |_| scheduling()).await;
-        assert_eq!(least, Some((libc::SCHED_OTHER, before.1.max(LEAST_NICE))));
-        assert_eq!(scheduling(), before, "the caller is unchanged");
-    }
-
-    #[tokio::test]
-    async fn a_priority_runtime_runs_its_work_in_its_class() {
-        let before = scheduling();
-        let runtime = PriorityRuntime::start("test lane", Priority::Idle)
-            .await
-            .unwrap();
-        let seen = runtime.run(async { scheduling() }).await;
-        assert_eq!(seen.map(|s| s.0), Some(libc::SCHED_IDLE));
-        let later = runtime
-            .run(async {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                scheduling().0
-            })
-            .await;
-        assert_eq!(later, Some(libc::SCHED_IDLE), "timers run there too");
-        assert_eq!(scheduling(), before, "the caller is unchanged");
-    }
-
-    #[tokio::test]
-    async fn work_on_a_priority_runtime_is_cancelled_with_its_caller() {
-        let runtime = PriorityRuntime::start("test lane", Priority::Low)
-            .await
-            .unwrap();
-        let (held, released) = tokio::sync::oneshot::channel::<()>();
-        let waiting = runtime.run(async move {
-            let _held = held;
-            std::future::pending::<()>().await
-        });
-        let gave_up = tokio::time::timeout(Duration::from_millis(20), waiting).await;
-        assert!(gave_up.is_err());
-        let ended = tokio::time::timeout(Duration::from_secs(5), released).await;
-        assert!(
-            matches!(ended, Ok(Err(_))),
-            "the abandoned work was dropped on its thread"
-        );
-        assert_eq!(runtime.run(async { 7 }).await, Some(7), "still serving");
-    }
-
-    #[tokio::test]
-    async fn work_is_told_when_its_caller_stops_waiting() {
-        let (seen, told) = tokio::sync::oneshot::channel();
-        let waiting = run_on_own_thread("test abandon", Priority::Low, move |yielder| {
-            while !yielder.abandoned() {
-                yielder.pause();
-            }
-            let _ = seen.send(());
-        });
-        assert!(tokio::time::timeout(Duration::from_millis(20), waiting)
-            .await
-            .is_err());
-        let stopped = tokio::time::timeout(Duration::from_secs(5), told).await;
-        assert!(matches!(stopped, Ok(Ok(()))), "the work saw it and stopped");
-    }
-
-    #[tokio::test]
-    async fn a_panic_in_the_work_is_none_not_a_hang() {
-        let result: Option<()> = run_on_own_thread("test panic", Priority::Low, |_| panic!()).await;
-        assert_eq!(result, None);
-    }
-}
+mod tests;

@@ -16,11 +16,12 @@ use super::document::{ContainerEntry, SessionEntry, TableBuilder};
 use crate::background::Yielder;
 use crate::store::{StoreSnapshot, TableSizes};
 
-/// Tokens parsed at a time, so that the token buffer stays small and warm in the cache. A chunk
+/// Tokens parsed at a time: about 20 µs of work, so that the parse can pause between chunks as
+/// often as [`Yielder`] asks, and the token buffer stays small and warm in the cache. A chunk
 /// ends before a `[` that starts a line: a table header, where the parser has no state to carry
 /// over. (Were it inside a multi-line array instead, the chunk would not parse, and the general
 /// parse would take the file.)
-const CHUNK_TOKENS: usize = 4096;
+const CHUNK_TOKENS: usize = 512;
 
 /// The table, or `None` when the text is not in the simple shape or not valid, or the read was
 /// abandoned. Offers the core back through `yielder` between chunks.
