@@ -204,9 +204,7 @@ const PAUSE_TIMER_SLACK_NS: libc::c_ulong = 1_000;
 pub struct Yielder {
     since: Instant,
     abandoned: Arc<AtomicBool>,
-    /// Whether a pause sleeps for [`OFF_CORE`] rather than only yielding.
-    leave_run_queue: bool,
-    work_before_pause: Duration,
+    priority: Priority,
 }
 
 impl Yielder {
@@ -220,11 +218,7 @@ impl Yielder {
         Yielder {
             since: Instant::now(),
             abandoned: Arc::default(),
-            leave_run_queue: !priority.may_be_awaited(),
-            work_before_pause: match priority {
-                Priority::Idle => IDLE_WORK_BEFORE_PAUSE,
-                Priority::Least | Priority::Low => WORK_BEFORE_PAUSE,
-            },
+            priority,
         }
     }
 
@@ -240,13 +234,17 @@ impl Yielder {
     }
 
     pub fn pause(&mut self) {
-        if self.since.elapsed() < self.work_before_pause {
+        let work_before_pause = match self.priority {
+            Priority::Idle => IDLE_WORK_BEFORE_PAUSE,
+            Priority::Least | Priority::Low => WORK_BEFORE_PAUSE,
+        };
+        if self.since.elapsed() < work_before_pause {
             return;
         }
-        if self.leave_run_queue {
-            std::thread::sleep(OFF_CORE);
-        } else {
+        if self.priority.may_be_awaited() {
             std::thread::yield_now();
+        } else {
+            std::thread::sleep(OFF_CORE);
         }
         self.since = Instant::now();
     }

@@ -119,10 +119,9 @@ impl DynamoDbStore {
             Some(loader) => loader.client.clone(),
             None => self.client().await.clone(),
         };
-        let settings = self.settings.clone();
         let load = FullLoad {
             client,
-            settings,
+            settings: self.settings.clone(),
             priority,
         }
         .run();

@@ -190,14 +190,20 @@ mod tests {
         assert!(store.load_all(Priority::Idle).await.unwrap().is_none());
     }
 
-    #[tokio::test]
-    async fn misses_do_not_queue_behind_a_background_parse() {
+    /// A `sessions.toml` of `count` sessions in a new directory (kept while the first is held).
+    fn sessions_file(count: usize) -> (tempfile::TempDir, PathBuf, String) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sessions.toml");
-        let text: String = (0..50_000)
+        let text: String = (0..count)
             .map(|i| format!("[sessions.acme-t{i}]\ncontainer_id = \"c{i}\"\n"))
             .collect();
         std::fs::write(&path, &text).unwrap();
+        (dir, path, text)
+    }
+
+    #[tokio::test]
+    async fn misses_do_not_queue_behind_a_background_parse() {
+        let (_dir, path, _) = sessions_file(50_000);
         let store = Arc::new(FileStore::new(path));
         for priority in [Priority::Idle, Priority::Least] {
             let loading = tokio::spawn({
@@ -217,12 +223,7 @@ mod tests {
 
     #[test]
     fn a_parse_given_up_on_stops_instead_of_finishing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sessions.toml");
-        let text: String = (0..5_000)
-            .map(|i| format!("[sessions.acme-t{i}]\ncontainer_id = \"c{i}\"\n"))
-            .collect();
-        std::fs::write(&path, &text).unwrap();
+        let (_dir, path, text) = sessions_file(5_000);
         let expected = TableSizes::default();
         let parsed = document::parse(&text, expected, &mut Yielder::new()).unwrap();
         assert_eq!(parsed.sessions.len(), 5_000, "whole when waited for");
