@@ -50,7 +50,7 @@ fn pin_to(cpu: libc::c_int) {
 
 #[tokio::test]
 async fn idle_class_work_leaves_a_wanted_core_every_few_microseconds() {
-    const WORK: Duration = Duration::from_millis(1);
+    const WORK: Duration = Duration::from_millis(2);
     // SAFETY: reads which CPU the calling thread is on.
     let cpu = unsafe { libc::sched_getcpu() }.max(0);
     let stop = Arc::new(AtomicBool::new(false));
@@ -83,11 +83,12 @@ async fn idle_class_work_leaves_a_wanted_core_every_few_microseconds() {
         slack as libc::c_ulong, PAUSE_TIMER_SLACK_NS,
         "pauses are not stretched"
     );
-    // A sleep per IDLE_WORK_BEFORE_PAUSE of work would be 50; a stretch of 200 µs between
-    // pauses, as before, would leave the core 5 times.
+    // A sleep per IDLE_WORK_BEFORE_PAUSE of work would be 100, though switching back in and the
+    // measuring itself take some of the CPU time (a busy CI machine measured about half that);
+    // a stretch of 200 µs between pauses, as before, would leave the core at most 10 times.
     assert!(
-        switches >= 25,
-        "left the core {switches} times in 1 ms of work"
+        switches >= 20,
+        "left the core {switches} times in 2 ms of work"
     );
 }
 
