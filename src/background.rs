@@ -256,6 +256,20 @@ impl Default for Yielder {
     }
 }
 
+/// Turns off glibc's fastbins, once at start-up. A freed small block otherwise waits in a
+/// fastbin uncoalesced, and the next large allocation or free in its arena, or `malloc_trim`,
+/// coalesces every waiting block in one stretch that cannot pause: after a replaced table of 100k
+/// sessions was freed, 20–30 ms on a background thread that the proxy thread then waited behind.
+/// Without fastbins each block is coalesced as it is freed, between the freeing thread's pauses.
+/// Requests lose nothing measurable: the blocks they free go to the per-thread cache first.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc's own settings; it takes the allocator's lock to do so.
+    unsafe {
+        libc::mallopt(libc::M_MXFAST, 0);
+    }
+}
+
 /// Returns the allocator's free pages to the system. Costs a walk of its free lists, so it is
 /// called once per table load, off the request path.
 pub fn release_free_memory() {

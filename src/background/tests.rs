@@ -151,3 +151,21 @@ async fn a_panic_in_the_work_is_none_not_a_hang() {
     let result: Option<()> = run_on_own_thread("test panic", Priority::Low, |_| panic!()).await;
     assert_eq!(result, None);
 }
+
+#[cfg(target_env = "gnu")]
+#[test]
+fn freed_small_blocks_are_coalesced_at_once_not_left_for_a_later_stretch() {
+    tune_allocator();
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let waiting_in_fastbins = || unsafe { libc::mallinfo2() }.fsmblks;
+    let before = waiting_in_fastbins();
+    // Few enough that the list itself is freed without coalescing everything.
+    let blocks: Vec<Box<[u8; 40]>> = (0..5_000).map(|_| Box::new([0; 40])).collect();
+    drop(std::hint::black_box(blocks));
+    let after = waiting_in_fastbins();
+    assert!(
+        after <= before,
+        "{} bytes freed into fastbins, to be coalesced in one go later",
+        after - before
+    );
+}

@@ -311,12 +311,14 @@ async fn twenty_thousand_sessions_load_with_parallel_scan() {
     println!("20k sessions written in {:?}", write_started.elapsed());
 
     let started = Instant::now();
+    let wire = CountingRelay::start(moto.addr);
     let opts = RouterOptions {
         refresh_interval: "2m",
         max_staleness: "5m",
         wait_ready: false,
         // moto answers a Scan page of a large table far slower than DynamoDB does.
         store_request_timeout: "60s",
+        dynamodb_endpoint: Some(wire.endpoint()),
         ..dynamo(&moto)
     };
     let router = Router::start("", opts);
@@ -338,5 +340,12 @@ async fn twenty_thousand_sessions_load_with_parallel_scan() {
     println!(
         "20k sessions: full load took {took} ms (router start to ready {:?})",
         started.elapsed()
+    );
+    // Pages of at most 250 items, so that decoding one never holds a core for long; moto, like
+    // DynamoDB, would otherwise fill pages up to 1 MB, a few pages for all 20k.
+    let pages = wire.count("Scan");
+    assert!(
+        pages >= COUNT / 250,
+        "{pages} Scan pages for {COUNT} sessions"
     );
 }

@@ -29,6 +29,11 @@ pub use decode::{CLIENT_ID, CONTAINER_ID, CONTAINER_IP, CONTAINER_PORT, EXPIRES_
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_ATTEMPTS: u32 = 3;
 
+/// Items per Scan page. The SDK decodes a page in one stretch that cannot pause, about 4 µs an
+/// item: a full 1 MB page (some 9,000 small items) held the core for 31–37 ms. At 250 items a
+/// stretch is about 1 ms, for 400 calls per 100k items instead of about 12.
+const SCAN_PAGE_ITEMS: i32 = 250;
+
 pub struct DynamoDbStore {
     settings: Arc<DynamoDbSection>,
     /// Built on first use, inside Pingora's runtime: loading the AWS config may start threads,
@@ -198,6 +203,7 @@ impl FullLoad {
                 .client
                 .scan()
                 .table_name(table)
+                .limit(SCAN_PAGE_ITEMS)
                 .segment(segment)
                 .total_segments(segments)
                 .projection_expression(&projection)
