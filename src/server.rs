@@ -62,8 +62,8 @@ fn build_store(config: &Config) -> Result<Arc<dyn RouteStore>, StartError> {
 
 /// Builds the server with every service added, ready for `run_forever`.
 pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server, StartError> {
-    // The YAML named by -c is already loaded into `server_conf`.
     crate::background::tune_allocator();
+    // The YAML named by -c is already loaded into `server_conf`.
     let mut opt = cli.server;
     opt.conf = None;
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
