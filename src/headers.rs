@@ -39,6 +39,15 @@ pub fn cookies_except<'v>(value: &'v str, name: &'v str) -> impl Iterator<Item =
         .filter(|pair| !pair.is_empty())
 }
 
+/// Whether a container's Set-Cookie value sets one of the router's own cookies (`own`), which a
+/// container may not: one thread's dev server must not steer the client's affinity or grants.
+/// Names are compared without regard to case, so no variant a browser might keep slips through.
+pub fn sets_own_cookie(value: &[u8], own: &[String]) -> bool {
+    // Lossy: a value that is not UTF-8 still names its cookie in ASCII.
+    cookie::Cookie::parse(String::from_utf8_lossy(value))
+        .is_ok_and(|c| own.iter().any(|name| c.name().eq_ignore_ascii_case(name)))
+}
+
 /// Navigations get pages and the affinity cookie; assets get short bodies.
 pub fn request_kind(
     upgrade: bool,

@@ -79,6 +79,7 @@ pub struct Upstream {
     pub idle_timeout: Duration,
     pub allowed_cidrs: Vec<IpNet>,
     pub identity_header: Option<http::HeaderName>,
+    pub max_interim_responses: u32,
 }
 
 impl Config {
@@ -116,6 +117,13 @@ impl Config {
             store: file.store,
             upstream,
         })
+    }
+}
+
+impl Routing {
+    /// Names of the cookies the router sets itself, which no container may set.
+    pub fn own_cookies(&self) -> Vec<String> {
+        vec![self.affinity_cookie.clone()]
     }
 }
 
@@ -194,6 +202,7 @@ fn validate_upstream(section: UpstreamSection) -> Result<Upstream, ConfigError> 
         read_timeout: section.read_timeout,
         idle_timeout: section.idle_timeout,
         allowed_cidrs,
+        max_interim_responses: section.max_interim_responses,
     })
 }
 

@@ -236,6 +236,9 @@ pub struct UpstreamSection {
     /// Response header in which a container may state its id. When a response carries it and
     /// it names another container, the address was reused: the response is refused with 502.
     pub identity_header: Option<String>,
+    /// Interim (1xx) answers passed on before the final one; past this, or past `read_timeout`
+    /// from the request, the container gets a 502 instead of holding the request open.
+    pub max_interim_responses: u32,
 }
 
 impl Default for UpstreamSection {
@@ -248,6 +251,7 @@ impl Default for UpstreamSection {
                 .map(String::from)
                 .to_vec(),
             identity_header: None,
+            max_interim_responses: 8,
         }
     }
 }

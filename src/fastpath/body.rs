@@ -1,14 +1,15 @@
-//! How much of what a container sends belongs to one response body, by the body's framing, so
-//! the connection is clean for the next request when the body ends.
+//! How much of what a container sends belongs to one response body, by the body's framing, and
+//! the form the client gets it in: as it came when its length is known, re-chunked when chunked,
+//! so the connection is clean for the next request when the body ends.
 
-use super::chunked::{ChunkedEnd, Malformed};
+use super::chunked::{Malformed, Rechunker};
 use super::response::Framing;
 
-/// How much of what has arrived belongs to the body, by its framing.
+/// Follows one response body.
 pub struct Body {
     framing: Framing,
     left: u64,
-    chunked: ChunkedEnd,
+    chunked: Rechunker,
     done: bool,
 }
 
@@ -22,7 +23,7 @@ impl Body {
         Body {
             framing,
             left,
-            chunked: ChunkedEnd::default(),
+            chunked: Rechunker::default(),
             done,
         }
     }
@@ -31,7 +32,9 @@ impl Body {
         self.done
     }
 
-    pub fn take(&mut self, available: &[u8]) -> Result<usize, Malformed> {
+    /// Appends the client's form of what `available` holds of the body to `out`; returns how
+    /// many bytes of `available` were used.
+    pub fn take(&mut self, available: &[u8], out: &mut Vec<u8>) -> Result<usize, Malformed> {
         if self.done {
             return Ok(0);
         }
@@ -43,14 +46,18 @@ impl Body {
                     .min(usize::try_from(self.left).unwrap_or(usize::MAX));
                 self.left -= take as u64;
                 self.done = self.left == 0;
+                out.extend_from_slice(&available[..take]);
                 take
             }
             Framing::Chunked => {
-                let take = self.chunked.feed(available)?;
+                let take = self.chunked.feed(available, out)?;
                 self.done = self.chunked.is_done();
                 take
             }
-            Framing::UntilClose => available.len(),
+            Framing::UntilClose => {
+                out.extend_from_slice(available);
+                available.len()
+            }
         };
         Ok(take)
     }

@@ -1,6 +1,7 @@
-//! Where a chunked body ends (RFC 9112 section 7.1). The body is passed through as it came; this
-//! only follows it, so the router knows when the response is complete and the container's
-//! connection can be reused.
+//! Chunked bodies (RFC 9112 section 7.1) re-framed on their way to the client, as Pingora's own
+//! codec does: chunk sizes are read by `httparse`, and the client gets chunk lines the router
+//! wrote, never the container's. Extensions and trailers are dropped, so no byte a container
+//! puts in a size line or trailer can be read by the client as the start of another response.
 
 use thiserror::Error;
 
@@ -8,125 +9,147 @@ use thiserror::Error;
 #[error("malformed chunked body")]
 pub struct Malformed;
 
-/// Longest chunk size accepted, in hex digits (a u64).
-const MAX_SIZE_DIGITS: u8 = 16;
+/// Longest chunk-size line (size and extensions) buffered before it is refused; Pingora's limit.
+const SIZE_LINE_LIMIT: usize = 8 * 1024;
+/// Most trailer bytes read (and dropped) after the last chunk; Pingora's limit.
+const TRAILER_LIMIT: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// Reading a chunk size; `digits` so far, then maybe an extension, up to the CRLF.
-    Size {
-        size: u64,
-        digits: u8,
-        in_ext: bool,
-    },
-    /// The LF after a size line's CR.
-    SizeLf {
-        size: u64,
-    },
+    SizeLine,
     Data(u64),
-    DataCr,
-    DataLf,
-    /// Trailer lines after the last chunk; `line` bytes of the current one seen.
-    Trailer {
+    /// The CRLF that ends a chunk's data.
+    DataEnd,
+    /// Trailer lines after the last chunk; `line` bytes of the current one seen, `total` of all.
+    Trailers {
         line: usize,
-    },
-    TrailerLf {
-        line: usize,
+        total: usize,
     },
     Done,
 }
 
+/// Follows a chunked body and writes its re-framed form.
 #[derive(Debug, Clone)]
-pub struct ChunkedEnd {
+pub struct Rechunker {
     state: State,
 }
 
-impl Default for ChunkedEnd {
+impl Default for Rechunker {
     fn default() -> Self {
-        ChunkedEnd {
-            state: State::Size {
-                size: 0,
-                digits: 0,
-                in_ext: false,
-            },
+        Rechunker {
+            state: State::SizeLine,
         }
     }
 }
 
-impl ChunkedEnd {
+impl Rechunker {
     pub fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
-    /// Follows `data`; returns how many of its bytes belong to the body: all of them, or fewer
-    /// when the body ends inside `data`.
-    pub fn feed(&mut self, data: &[u8]) -> Result<usize, Malformed> {
+    /// Reads what it can of `input` and appends the client's form of it to `out`. Returns how
+    /// many bytes of `input` were used; the rest (an incomplete size line or CRLF, or whatever
+    /// follows the body) is left for the next call with more input.
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Malformed> {
         let mut at = 0;
-        while at < data.len() && !self.is_done() {
-            at += self.step(&data[at..])?;
+        while !self.is_done() {
+            let used = self.step(&input[at..], out)?;
+            if used == 0 {
+                break;
+            }
+            at += used;
         }
         Ok(at)
     }
 
-    /// Consumes what it can of `data` in the current state; returns how many bytes.
-    fn step(&mut self, data: &[u8]) -> Result<usize, Malformed> {
-        let byte = data[0];
-        self.state = match self.state {
+    /// One step in the current state; 0 when it needs more input.
+    fn step(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Malformed> {
+        match self.state {
+            State::SizeLine => self.size_line(input, out),
             State::Data(left) => {
-                let take = data.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let take = input.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                out.extend_from_slice(&input[..take]);
                 let left = left - take as u64;
                 self.state = if left == 0 {
-                    State::DataCr
+                    State::DataEnd
                 } else {
                     State::Data(left)
                 };
-                return Ok(take);
+                Ok(take)
             }
-            State::Size {
-                size,
-                digits,
-                in_ext,
-            } => match byte {
-                b'\r' if digits > 0 => State::SizeLf { size },
-                _ if in_ext => State::Size {
-                    size,
-                    digits,
-                    in_ext,
-                },
-                b';' | b' ' | b'\t' if digits > 0 => State::Size {
-                    size,
-                    digits,
-                    in_ext: true,
-                },
-                _ => {
-                    let digit = (byte as char).to_digit(16).ok_or(Malformed)?;
-                    if digits == MAX_SIZE_DIGITS {
-                        return Err(Malformed);
-                    }
-                    State::Size {
-                        size: size << 4 | u64::from(digit),
-                        digits: digits + 1,
-                        in_ext,
-                    }
+            State::DataEnd => match crlf(input)? {
+                0 => Ok(0),
+                n => {
+                    out.extend_from_slice(b"\r\n");
+                    self.state = State::SizeLine;
+                    Ok(n)
                 }
             },
-            State::SizeLf { size } if byte == b'\n' => match size {
-                0 => State::Trailer { line: 0 },
-                n => State::Data(n),
-            },
-            State::DataCr if byte == b'\r' => State::DataLf,
-            State::DataLf if byte == b'\n' => State::Size {
-                size: 0,
-                digits: 0,
-                in_ext: false,
-            },
-            State::Trailer { line } if byte == b'\r' => State::TrailerLf { line },
-            State::Trailer { line } => State::Trailer { line: line + 1 },
-            State::TrailerLf { line: 0 } if byte == b'\n' => State::Done,
-            State::TrailerLf { .. } if byte == b'\n' => State::Trailer { line: 0 },
-            _ => return Err(Malformed),
-        };
-        Ok(1)
+            State::Trailers { line, total } => self.trailers(input, line, total, out),
+            State::Done => Ok(0),
+        }
+    }
+
+    fn size_line(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, Malformed> {
+        match httparse::parse_chunk_size(input) {
+            Ok(httparse::Status::Complete((used, 0))) => {
+                self.state = State::Trailers { line: 0, total: 0 };
+                Ok(used)
+            }
+            Ok(httparse::Status::Complete((used, size))) => {
+                // Writes into a Vec cannot fail.
+                let _ = std::io::Write::write_fmt(out, format_args!("{size:x}\r\n"));
+                self.state = State::Data(size);
+                Ok(used)
+            }
+            Ok(httparse::Status::Partial) if input.len() <= SIZE_LINE_LIMIT => Ok(0),
+            _ => Err(Malformed),
+        }
+    }
+
+    /// Skips trailer lines up to the empty one that ends the body, then writes the last chunk.
+    /// Every line must end in CRLF; a lone CR or LF is refused, as Pingora refuses it.
+    fn trailers(
+        &mut self,
+        input: &[u8],
+        line: usize,
+        total: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, Malformed> {
+        let text = input
+            .iter()
+            .position(|b| matches!(b, b'\r' | b'\n'))
+            .unwrap_or(input.len());
+        let total = total + text;
+        if total > TRAILER_LIMIT {
+            return Err(Malformed);
+        }
+        let line = line + text;
+        if text > 0 {
+            self.state = State::Trailers { line, total };
+            return Ok(text);
+        }
+        match crlf(input)? {
+            0 => Ok(0),
+            n => {
+                self.state = if line == 0 {
+                    out.extend_from_slice(b"0\r\n\r\n");
+                    State::Done
+                } else {
+                    State::Trailers { line: 0, total }
+                };
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// 2 when `input` starts with CRLF, 0 when it may once more arrives; anything else is refused.
+fn crlf(input: &[u8]) -> Result<usize, Malformed> {
+    match input {
+        [] | [b'\r'] => Ok(0),
+        [b'\r', b'\n', ..] => Ok(2),
+        _ => Err(Malformed),
     }
 }
 
@@ -136,17 +159,31 @@ mod tests {
 
     const BODY: &[u8] =
         b"5\r\nhello\r\n1a;ext=1\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: t\r\n\r\n";
+    const REFRAMED: &[u8] = b"5\r\nhello\r\n1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n";
+
+    /// Feeds `body` in pieces of `piece` bytes the way the exchange does: unused bytes stay in
+    /// the buffer and more are appended.
+    fn run(body: &[u8], piece: usize) -> Result<(Vec<u8>, usize), Malformed> {
+        let mut chunker = Rechunker::default();
+        let (mut out, mut pending, mut used) = (Vec::new(), Vec::new(), 0);
+        for chunk in body.chunks(piece) {
+            if chunker.is_done() {
+                break;
+            }
+            pending.extend_from_slice(chunk);
+            let n = chunker.feed(&pending, &mut out)?;
+            pending.drain(..n);
+            used += n;
+        }
+        assert!(chunker.is_done(), "not done after {used} bytes");
+        Ok((out, used))
+    }
 
     #[test]
-    fn finds_the_end_whatever_the_pieces() {
+    fn re_frames_whatever_the_pieces() {
         for piece in [1, 2, 3, 5, 8, 13, BODY.len()] {
-            let mut end = ChunkedEnd::default();
-            let mut used = 0;
-            for chunk in BODY.chunks(piece) {
-                assert!(!end.is_done(), "done early at {used} in pieces of {piece}");
-                used += end.feed(chunk).unwrap();
-            }
-            assert!(end.is_done(), "pieces of {piece}");
+            let (out, used) = run(BODY, piece).unwrap();
+            assert_eq!(out, REFRAMED, "pieces of {piece}");
             assert_eq!(used, BODY.len());
         }
     }
@@ -156,9 +193,32 @@ mod tests {
         let mut data = b"3\r\nabc\r\n0\r\n\r\n".to_vec();
         let body_len = data.len();
         data.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        let mut end = ChunkedEnd::default();
-        assert_eq!(end.feed(&data), Ok(body_len));
-        assert!(end.is_done());
+        let mut chunker = Rechunker::default();
+        let mut out = Vec::new();
+        assert_eq!(chunker.feed(&data, &mut out), Ok(body_len));
+        assert!(chunker.is_done());
+        assert_eq!(out, b"3\r\nabc\r\n0\r\n\r\n");
+    }
+
+    /// The injection a container once got through: a bare LF in an extension that a browser
+    /// reads as the end of the size line. The client only ever sees the router's size line.
+    #[test]
+    fn an_extension_never_reaches_the_client() {
+        let body = b"5;x\nHTTP/1.1 200 OK\r\nabcde\r\n0\r\n\r\n";
+        let mut out = Vec::new();
+        let mut chunker = Rechunker::default();
+        // httparse reads everything up to the CRLF as the extension, as Pingora does.
+        assert_eq!(chunker.feed(body, &mut out), Ok(body.len()));
+        assert_eq!(out, b"5\r\nabcde\r\n0\r\n\r\n");
+    }
+
+    /// httparse reads an empty size line as 0, and so does Pingora: the client gets a proper
+    /// last chunk either way.
+    #[test]
+    fn an_empty_size_line_is_the_last_chunk() {
+        let mut out = Vec::new();
+        assert_eq!(Rechunker::default().feed(b"\r\n\r\n", &mut out), Ok(4));
+        assert_eq!(out, b"0\r\n\r\n");
     }
 
     #[test]
@@ -167,10 +227,36 @@ mod tests {
             &b"x\r\n"[..],
             b"5\nhello",
             b"5\r\nhelloXX",
-            b"\r\n",
+            b"5\r\nhello\n",
             b"11111111111111111\r\n",
+            b"0\r\nX: y\n\r\n",
+            b"0\r\n\n",
+            b"0\r\nX: y\r\r\n",
         ] {
-            assert_eq!(ChunkedEnd::default().feed(bad), Err(Malformed), "{bad:?}");
+            let mut out = Vec::new();
+            assert_eq!(
+                Rechunker::default().feed(bad, &mut out),
+                Err(Malformed),
+                "{bad:?}"
+            );
         }
+    }
+
+    #[test]
+    fn bounds_size_lines_and_trailers() {
+        let mut long_ext = b"5;".to_vec();
+        long_ext.resize(SIZE_LINE_LIMIT + 1, b'a');
+        let mut out = Vec::new();
+        assert_eq!(
+            Rechunker::default().feed(&long_ext, &mut out),
+            Err(Malformed)
+        );
+
+        let mut long_trailer = b"0\r\nX: ".to_vec();
+        long_trailer.resize(TRAILER_LIMIT + 8, b'a');
+        assert_eq!(
+            Rechunker::default().feed(&long_trailer, &mut out),
+            Err(Malformed)
+        );
     }
 }

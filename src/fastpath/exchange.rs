@@ -5,7 +5,7 @@
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use pingora::protocols::l4::stream::Stream as TcpClient;
@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::body::Body;
 use super::pool::UpstreamPool;
-use super::response::{self, Framing};
+use super::response::{self, ClientCookies, Framing};
 use super::write::write_client;
 use crate::config::Upstream;
 use crate::drain::Draining;
@@ -31,6 +31,9 @@ pub struct Exchange {
     connect_timeout: Duration,
     read_timeout: Duration,
     identity_header: Option<http::HeaderName>,
+    max_interim: u32,
+    /// The router's cookie names, which a container's Set-Cookie may not use.
+    own_cookies: Vec<String>,
     /// Set from SIGQUIT or SIGTERM on: answers then close their connections.
     draining: Arc<Draining>,
 }
@@ -89,9 +92,16 @@ enum Broken {
 }
 
 impl Exchange {
-    pub fn new(upstream: &Upstream, pool: Arc<UpstreamPool>, draining: Arc<Draining>) -> Self {
+    pub fn new(
+        upstream: &Upstream,
+        own_cookies: Vec<String>,
+        pool: Arc<UpstreamPool>,
+        draining: Arc<Draining>,
+    ) -> Self {
         Exchange {
             draining,
+            own_cookies,
+            max_interim: upstream.max_interim_responses,
             pool,
             connect_timeout: upstream.connect_timeout,
             read_timeout: upstream.read_timeout,
@@ -217,8 +227,9 @@ impl Exchange {
         }
     }
 
-    /// Reads the response head (passing interim 1xx answers on), checks the container's
-    /// identity, then passes the response on, or the 101 of an upgrade.
+    /// Reads the response head (passing a bounded number of interim 1xx answers on, all within
+    /// the read timeout), checks the container's identity, then passes the response on, or the
+    /// 101 of an upgrade.
     async fn pass_response(
         &self,
         conn: &mut TcpStream,
@@ -227,6 +238,8 @@ impl Exchange {
         client: &mut TcpClient,
         bufs: &mut Buffers,
     ) -> Result<Passed, Failure> {
+        let asked = Instant::now();
+        let mut interims = 0;
         loop {
             let head = match self.take_head(upstream, ask, bufs)? {
                 Some(head) => head,
@@ -236,6 +249,12 @@ impl Exchange {
                 },
             };
             let status = head.status;
+            if head.interim {
+                interims += 1;
+                if interims > self.max_interim || asked.elapsed() > self.read_timeout {
+                    return Err(Failure::Answer(Outcome::UpstreamUnreachable));
+                }
+            }
             if head.interim || head.switch {
                 write_client(client, &bufs.to_client)
                     .await
@@ -302,8 +321,11 @@ impl Exchange {
                 || self.draining.is_set(),
         };
         bufs.to_client.clear();
-        let cookie = if passed.interim { None } else { ask.set_cookie };
-        response::write_client_head(&mut bufs.to_client, &head, cookie, passed.close_client);
+        let cookies = ClientCookies {
+            set: if passed.interim { None } else { ask.set_cookie },
+            own: &self.own_cookies,
+        };
+        response::write_client_head(&mut bufs.to_client, &head, &cookies, passed.close_client);
         let head_len = head.head_len;
         bufs.from_upstream.advance(head_len);
         Ok(Some(passed))
@@ -321,10 +343,8 @@ impl Exchange {
         let mut body = Body::new(framing);
         loop {
             let take = body
-                .take(&bufs.from_upstream)
+                .take(&bufs.from_upstream, &mut bufs.to_client)
                 .map_err(|_| Broken::Upstream)?;
-            bufs.to_client
-                .extend_from_slice(&bufs.from_upstream[..take]);
             bufs.from_upstream.advance(take);
             if !bufs.to_client.is_empty() {
                 write_client(client, &bufs.to_client)

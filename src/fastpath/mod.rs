@@ -98,12 +98,18 @@ impl FastPath {
         pool: Arc<UpstreamPool>,
     ) -> Self {
         let results = RESULTS.map(|r| shared.metrics.fast_path.with_label_values(&[r]));
+        let exchange = Exchange::new(
+            upstream,
+            routing.own_cookies(),
+            pool,
+            shared.draining.clone(),
+        );
         FastPath {
             results,
             proxy: Arc::new(proxy),
             routing,
             limits,
-            exchange: Exchange::new(upstream, pool, shared.draining.clone()),
+            exchange,
             shared,
         }
     }

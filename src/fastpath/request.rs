@@ -26,6 +26,8 @@ const NOT_FORWARDED: [&str; 10] = [
     "x-forwarded-host",
 ];
 const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+/// What a Connection header may say on a request taken here.
+const CONNECTION_OPTIONS: [&[u8]; 3] = [b"close", b"keep-alive", b"upgrade"];
 
 /// Why a request is left to Pingora.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +53,6 @@ pub struct Request<'h, 'b> {
     pub close: bool,
     /// The Upgrade header of a WebSocket upgrade (a GET whose Connection lists `upgrade`).
     pub upgrade: Option<&'b [u8]>,
-    /// The value of the Connection header, whose listed names are hop-by-hop too.
-    connection: &'b [u8],
 }
 
 /// Parses a request head from `buf`: `Ok(None)` until the head is complete.
@@ -84,6 +84,10 @@ pub fn parse<'h, 'b>(
             }
             host = Some(std::str::from_utf8(h.value).map_err(|_| Decline::NotPlain)?);
         } else if name.eq_ignore_ascii_case("connection") {
+            // Several are one list to Pingora; here one is enough and simpler to follow.
+            if !connection.is_empty() {
+                return Err(Decline::NotPlain);
+            }
             connection = h.value;
         } else if name.eq_ignore_ascii_case("content-length") {
             if h.value != b"0" {
@@ -104,12 +108,19 @@ pub fn parse<'h, 'b>(
         return Err(Decline::NotPlain);
     };
     let tokens = || connection.split(|b| *b == b',').map(<[u8]>::trim_ascii);
+    // A Connection header that names other headers hop-by-hop is Pingora's to judge (it refuses
+    // one that names Host or a forwarding header): here it may only say how the connection goes.
+    let option =
+        |t: &[u8]| t.is_empty() || CONNECTION_OPTIONS.iter().any(|o| t.eq_ignore_ascii_case(o));
+    if !tokens().all(option) {
+        return Err(Decline::NotPlain);
+    }
     let upgrading = tokens().any(|t| t.eq_ignore_ascii_case(b"upgrade"));
-    // An Upgrade the Connection header does not name is not an upgrade; one to anything but a
-    // WebSocket (h2c, TLS) is Pingora's to refuse.
+    // An Upgrade the Connection header does not name is not an upgrade (RFC 9110 section 7.8);
+    // one to anything but a WebSocket (h2c, TLS) is Pingora's to refuse.
     match (upgrading, upgrade) {
         (false, None) => {}
-        (true, Some(protocol)) if is_websocket(protocol) => {}
+        (true, Some(protocol)) if protocol.eq_ignore_ascii_case(b"websocket") => {}
         _ => return Err(Decline::NotPlain),
     }
     let close = tokens().any(|t| t.eq_ignore_ascii_case(b"close"));
@@ -121,14 +132,7 @@ pub fn parse<'h, 'b>(
         head_len,
         close,
         upgrade,
-        connection,
     }))
-}
-
-/// `websocket`, alone or first among the protocols offered, in any case.
-fn is_websocket(protocol: &[u8]) -> bool {
-    let first = protocol.split(|b| *b == b',').next().unwrap_or_default();
-    first.trim_ascii().eq_ignore_ascii_case(b"websocket")
 }
 
 impl<'b> Request<'_, 'b> {
@@ -154,13 +158,6 @@ impl<'b> Request<'_, 'b> {
 
     pub fn query(&self) -> Option<&'b str> {
         self.target.split_once('?').map(|(_, q)| q)
-    }
-
-    /// Whether the client's Connection header lists `name` as hop-by-hop.
-    fn listed_in_connection(&self, name: &str) -> bool {
-        self.connection
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
     }
 }
 
@@ -190,8 +187,7 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &Request<'_, '_>, rw: &Rewrit
     for h in req.headers {
         let name = h.name;
         let dropped = NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n))
-            || name.eq_ignore_ascii_case(X_FORWARDED_PREFIX)
-            || req.listed_in_connection(name);
+            || name.eq_ignore_ascii_case(X_FORWARDED_PREFIX);
         if dropped {
             continue;
         }

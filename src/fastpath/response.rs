@@ -3,13 +3,15 @@
 
 use std::io::Write;
 
+use crate::headers::sets_own_cookie;
+
 /// Headers read per response; a response with more is answered 502.
 pub const MAX_HEADERS: usize = 96;
 /// Longest response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 
 /// Hop-by-hop headers of a response: never passed to the client. Transfer-Encoding is kept, as
-/// a chunked body is passed on as it came.
+/// a chunked body is passed on chunked (re-framed, not decoded).
 const NOT_FORWARDED: [&str; 5] = [
     "connection",
     "keep-alive",
@@ -48,6 +50,8 @@ pub struct Response<'h, 'b> {
     /// The container keeps the connection open after this response.
     pub keep_alive: bool,
     connection: &'b [u8],
+    /// Transfer-Encoding frames the body, so any Content-Length is not passed on.
+    transfer_encoded: bool,
 }
 
 /// Parses a response head from `buf`: `Ok(None)` until the head is complete. A 101 is accepted
@@ -71,19 +75,12 @@ pub fn parse<'h, 'b>(
         return Err(BadResponse::Switch);
     }
     let headers: &'h [httparse::Header<'b>] = resp.headers;
-    let mut length: Option<u64> = None;
+    let mut lengths = Vec::new();
     let mut chunked = None;
     let mut connection: &[u8] = b"";
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse().ok())
-                .ok_or(BadResponse::Length)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(BadResponse::Length);
-            }
-            length = Some(n);
+            lengths.push(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // Only the last coding says whether the body is chunked.
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
@@ -92,6 +89,11 @@ pub fn parse<'h, 'b>(
             connection = h.value;
         }
     }
+    // Transfer-Encoding overrides Content-Length (RFC 9112 section 6.3), which is then dropped.
+    let length = match chunked {
+        Some(_) => None,
+        None => content_length(&lengths)?,
+    };
     let framing = if head_request || status / 100 == 1 || status == 204 || status == 304 {
         Framing::Empty
     } else {
@@ -116,7 +118,29 @@ pub fn parse<'h, 'b>(
         framing,
         keep_alive: keep_alive && framing != Framing::UntilClose,
         connection,
+        transfer_encoded: chunked.is_some(),
     }))
+}
+
+/// The one length every Content-Length value (each may be a list) states, as Pingora reads it:
+/// digits only, no sign, all equal (RFC 9110 section 8.6).
+fn content_length(values: &[&[u8]]) -> Result<Option<u64>, BadResponse> {
+    let mut length = None;
+    for value in values.iter().flat_map(|v| v.split(|b| *b == b',')) {
+        let digits = value.trim_ascii();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(BadResponse::Length);
+        }
+        let n = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+            .ok_or(BadResponse::Length)?;
+        if length.is_some_and(|l| l != n) {
+            return Err(BadResponse::Length);
+        }
+        length = Some(n);
+    }
+    Ok(length)
 }
 
 impl<'b> Response<'_, 'b> {
@@ -144,13 +168,19 @@ impl<'b> Response<'_, 'b> {
     }
 }
 
+/// The router's cookies in a response head: the one it sets, and the names a container may not.
+pub struct ClientCookies<'a> {
+    pub set: Option<&'a str>,
+    pub own: &'a [String],
+}
+
 /// Writes the head the client gets: the container's status and headers in their order and
 /// case, less hop-by-hop ones (but those of a 101, which name the protocol it switches to),
 /// plus the router's own.
 pub fn write_client_head(
     out: &mut Vec<u8>,
     resp: &Response<'_, '_>,
-    set_cookie: Option<&str>,
+    cookies: &ClientCookies<'_>,
     close: bool,
 ) {
     // Writes into a Vec cannot fail.
@@ -166,12 +196,18 @@ pub fn write_client_head(
         {
             continue;
         }
+        if resp.transfer_encoded && name.eq_ignore_ascii_case("content-length") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("set-cookie") && sets_own_cookie(h.value, cookies.own) {
+            continue;
+        }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
     }
-    if let Some(cookie) = set_cookie {
+    if let Some(cookie) = cookies.set {
         let _ = write!(out, "Set-Cookie: {cookie}\r\n");
     }
     if resp.is_switch() {

@@ -26,6 +26,8 @@ pub struct RequestCtx {
     /// upgrade is registered.
     pub(super) upgrade_connector: Option<Arc<ClosableConnector>>,
     pub(super) upgrade_id: Option<u64>,
+    /// Interim (1xx) answers the container sent so far.
+    pub(super) interims: u32,
 }
 
 /// Downstream connection limits applied to every request.
@@ -70,6 +72,7 @@ impl RequestCtx {
             retried: false,
             upgrade_connector: None,
             upgrade_id: None,
+            interims: 0,
         }
     }
 }

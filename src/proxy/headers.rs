@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{ACCEPT, COOKIE, HOST};
+use http::header::{ACCEPT, CONNECTION, COOKIE, HOST, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use pingora::Result;
@@ -18,6 +18,23 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+
+/// Removes an Upgrade header that no Connection header names: RFC 9110 section 7.8 makes it no
+/// upgrade, but Pingora would treat it as one and tunnel whatever the client sends after it.
+pub fn drop_unnamed_upgrade(req: &mut RequestHeader) {
+    if !req.headers.contains_key(UPGRADE) {
+        return;
+    }
+    let named = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"));
+    if !named {
+        req.remove_header(&UPGRADE);
+    }
+}
 
 /// The value of cookie `name` in the request's Cookie headers, if present.
 pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

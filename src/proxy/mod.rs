@@ -6,6 +6,7 @@ mod decide;
 mod headers;
 mod lifecycle;
 mod respond;
+mod response;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,8 +31,12 @@ use crate::upgrades::Upgrades;
 use crate::upstream::PeerFactory;
 
 use crate::headers::{affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
-use headers::{cookie_value, forwarded_from, request_kind, set_forwarding_headers, strip_cookie};
+use headers::{
+    cookie_value, drop_unnamed_upgrade, forwarded_from, request_kind, set_forwarding_headers,
+    strip_cookie,
+};
 use respond::write_answer;
+use response::ResponseRules;
 
 pub use ctx::{DownstreamLimits, RequestCtx};
 use decide::{log_forbidden, reject_outcome, resolution_outcome, retry_reason};
@@ -53,6 +58,8 @@ pub struct SessionProxy {
     routing: Routing,
     /// Response header in which containers state their id, when configured.
     identity_header: Option<http::HeaderName>,
+    /// What a container's response head may not do: see [`SessionProxy::check_response`].
+    response_rules: ResponseRules,
     peers: PeerFactory,
     limits: DownstreamLimits,
     shared: Shared,
@@ -67,6 +74,11 @@ impl SessionProxy {
     ) -> Self {
         SessionProxy {
             identity_header: upstream.identity_header.clone(),
+            response_rules: ResponseRules {
+                max_interim: upstream.max_interim_responses,
+                read_timeout: upstream.read_timeout,
+                own_cookies: routing.own_cookies(),
+            },
             peers: PeerFactory::new(upstream),
             routing,
             limits,
@@ -116,11 +128,13 @@ impl SessionProxy {
     /// `Connection: close`, so the client sends its next request on a new connection (to the
     /// new process, or another instance behind the balancer) rather than on one that this
     /// process is about to close under it.
+    /// Never turns keep-alive back on once Pingora turned it off (Connection: close, HTTP/1.0,
+    /// or both Content-Length and Transfer-Encoding, after which RFC 9112 section 6.1 says close).
     fn apply_keepalive(&self, session: &mut Session) {
         if self.shared.draining.is_set() || session.is_process_shutting_down() {
             session.set_keepalive(None);
-        } else {
-            session.set_keepalive(Some(self.limits.keepalive.as_secs()));
+        } else if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.limits.keepalive.as_secs().max(1)));
         }
     }
 
@@ -163,6 +177,7 @@ impl ProxyHttp for SessionProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         self.apply_keepalive(session);
+        drop_unnamed_upgrade(session.req_header_mut());
         let upgrade = session.is_upgrade_req();
         ctx.kind = request_kind(session.req_header(), upgrade);
         let target = match self.classify(session.req_header()) {
@@ -266,12 +281,26 @@ impl ProxyHttp for SessionProxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.response_rules
+            .check(resp, session.is_upgrade_req(), ctx)
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Interim answers carry none of the router's additions; the final one follows.
+        if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(());
+        }
         // Shutdown may have begun while this request was with the container.
         self.apply_keepalive(session);
         self.check_identity(resp, ctx)?;
@@ -344,7 +373,11 @@ impl ProxyHttp for SessionProxy {
         };
         ctx.outcome = Some(outcome);
         let mut code = 0;
-        if outcome != Outcome::ClientClosed && session.response_written().is_none() {
+        // After interim (1xx) answers the client still waits for a final one.
+        let answered = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational());
+        if outcome != Outcome::ClientClosed && !answered {
             code = outcome.status();
             // The connection is not reused after this (can_reuse_downstream below), so the
             // answer must say so; otherwise a keep-alive client sends its next request into

@@ -8,6 +8,7 @@ mod cli;
 mod deploy;
 mod dynamodb;
 mod fast_path;
+mod hostile;
 mod isolation;
 mod lifecycle;
 mod logs_and_probe;

@@ -1,5 +1,10 @@
 use super::*;
 
+const NO_COOKIES: ClientCookies<'static> = ClientCookies {
+    set: None,
+    own: &[],
+};
+
 fn framing(head: &[u8], head_request: bool) -> Result<(Framing, bool), BadResponse> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     parse(head, &mut headers, head_request, false).map(|r| {
@@ -88,6 +93,15 @@ fn unusable_responses_are_refused() {
         parse(switch, &mut headers, false, false).unwrap_err(),
         BadResponse::Switch
     );
+    for length in ["+5", "-1", "5 5", "0x5", "", "5, 6"] {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert_eq!(
+            parse(head.as_bytes(), &mut headers, false, false).unwrap_err(),
+            BadResponse::Length,
+            "{length:?}"
+        );
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     assert!(
         parse(b"HTTP/1.1 200 OK\r\nContent-", &mut headers, false, false)
@@ -103,7 +117,11 @@ fn the_client_head_drops_hop_by_hop_and_adds_the_routers() {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
     let mut out = Vec::new();
-    write_client_head(&mut out, &resp, Some("sr_session=t1; Path=/"), true);
+    let cookies = ClientCookies {
+        set: Some("sr_session=t1; Path=/"),
+        own: &[],
+    };
+    write_client_head(&mut out, &resp, &cookies, true);
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\
@@ -129,7 +147,7 @@ fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
         "the first frame stays"
     );
     let mut out = Vec::new();
-    write_client_head(&mut out, &resp, None, true);
+    write_client_head(&mut out, &resp, &NO_COOKIES, true);
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -139,6 +157,48 @@ fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let resp = parse(bare, &mut headers, false, true).unwrap().unwrap();
     let mut out = Vec::new();
-    write_client_head(&mut out, &resp, None, false);
+    write_client_head(&mut out, &resp, &NO_COOKIES, false);
     assert!(out.ends_with(b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"));
+}
+
+#[test]
+fn identical_lengths_are_one_length() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n";
+    assert_eq!(framing(head, false), Ok((Framing::Length(5), true)));
+}
+
+/// RFC 9112 section 6.3: with Transfer-Encoding, Content-Length is not what frames the body and
+/// must not reach the client beside it.
+#[test]
+fn a_transfer_encoded_response_loses_its_content_length() {
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
+    assert_eq!(resp.framing, Framing::Chunked);
+    let mut out = Vec::new();
+    write_client_head(&mut out, &resp, &NO_COOKIES, false);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+}
+
+#[test]
+fn a_container_cannot_set_the_routers_cookies() {
+    let head = b"HTTP/1.1 200 OK\r\nSet-Cookie: app=1\r\nSet-Cookie: sr_session=t2; Path=/\r\n\
+        Set-Cookie:  SR_SESSION=t2; Domain=localhost\r\nContent-Length: 0\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
+    let own = ["sr_session".to_owned()];
+    let cookies = ClientCookies {
+        set: Some("sr_session=t1; Path=/"),
+        own: &own,
+    };
+    let mut out = Vec::new();
+    write_client_head(&mut out, &resp, &cookies, false);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nSet-Cookie: app=1\r\nContent-Length: 0\r\n\
+         Set-Cookie: sr_session=t1; Path=/\r\n\r\n"
+    );
 }
