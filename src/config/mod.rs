@@ -181,7 +181,7 @@ fn validate_upstream(section: UpstreamSection) -> Result<Upstream, ConfigError> 
     let allowed_cidrs = section
         .allowed_cidrs
         .iter()
-        .map(|c| c.parse::<IpNet>().map_err(|e| format!("`{c}`: {e}")))
+        .map(|c| allowed_cidr(c))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|reason| ConfigError::invalid("upstream.allowed_cidrs", reason))?;
     if section.connect_timeout.is_zero() {
@@ -204,6 +204,21 @@ fn validate_upstream(section: UpstreamSection) -> Result<Upstream, ConfigError> 
         allowed_cidrs,
         max_interim_responses: section.max_interim_responses,
     })
+}
+
+/// One allowlist entry. An entry the policy would never use is an error rather than a silent
+/// no-op, so the operator learns that listing, say, 169.254.0.0/16 does not open it. A mapped
+/// entry (`::ffff:10.0.0.0/104`) is accepted: the policy reads it as the IPv4 range it names.
+fn allowed_cidr(entry: &str) -> Result<IpNet, String> {
+    let net = entry
+        .parse::<IpNet>()
+        .map_err(|e| format!("`{entry}`: {e}"))?;
+    match crate::upstream::dead_entry(net) {
+        Some(range) => Err(format!(
+            "`{entry}` lies in {range}, which is always refused"
+        )),
+        None => Ok(net),
+    }
 }
 
 fn validate_store(section: &StoreSection) -> Result<(), ConfigError> {

@@ -231,7 +231,9 @@ pub struct UpstreamSection {
     /// router never reuses a socket the dev server is closing.
     #[serde(with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Ranges the store may point at; anything else is refused before connecting.
+    /// Ranges the store may point at; anything else is refused before connecting. Addresses are
+    /// compared in canonical form, so an IPv4-mapped one (`::ffff:10.0.0.5`) must be inside an
+    /// IPv4 entry; an entry written mapped (`::ffff:10.0.0.0/104`) means that IPv4 range.
     pub allowed_cidrs: Vec<String>,
     /// Response header in which a container may state its id. When a response carries it and
     /// it names another container, the address was reused: the response is refused with 502.
@@ -247,7 +249,9 @@ impl Default for UpstreamSection {
             connect_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(4),
-            allowed_cidrs: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+            // No IPv6 range: ULA space also holds cloud services (AWS's fd00:ec2::254 metadata),
+            // so a deployment whose containers use IPv6 names its own prefix.
+            allowed_cidrs: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
                 .map(String::from)
                 .to_vec(),
             identity_header: None,

@@ -51,6 +51,30 @@ fn semantic_errors_name_the_key() {
 }
 
 #[test]
+fn allowlist_entries_that_admit_nothing_are_refused() {
+    for entry in [
+        "169.254.0.0/16",
+        "fd00:ec2::/32",
+        "64:ff9b::/96",
+        "::ffff:169.254.0.0/112",
+    ] {
+        let err = load_str(&format!("[upstream]\nallowed_cidrs = [\"{entry}\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("key `upstream.allowed_cidrs`"), "{err}");
+        assert!(err.contains("always refused"), "{err}");
+    }
+}
+
+#[test]
+fn mapped_and_wide_allowlist_entries_are_accepted() {
+    let toml =
+        "[upstream]\nallowed_cidrs = [\"::ffff:10.0.0.0/104\", \"::ffff:0:0/96\", \"::/0\"]\n";
+    let cfg = load_str(toml).unwrap();
+    assert_eq!(cfg.upstream.allowed_cidrs.len(), 3);
+}
+
+#[test]
 #[allow(clippy::result_large_err)] // figment::Jail's own error type
 fn env_overrides_file() {
     figment::Jail::expect_with(|jail| {

@@ -167,9 +167,7 @@ impl Resolver {
     /// Where a session's requests would go now, from memory only: its container id and the
     /// address, when the table or a heal states them. `None` when nothing definite is known.
     pub fn current(&self, key: &str) -> Option<(Arc<str>, Option<SocketAddr>)> {
-        let addr = |c: &ContainerRecord| {
-            c.ip.map(|ip| SocketAddr::new(ip, c.port.unwrap_or(self.settings.container_port)))
-        };
+        let addr = |c: &ContainerRecord| c.ip.map(|ip| self.container_addr(c, ip));
         if let Some(h) = self.healed.load().get(key) {
             return Some((
                 h.session.container_id.clone(),
@@ -312,10 +310,17 @@ impl Resolver {
                 Resolution::Forbidden(ip)
             }
             (ContainerStatus::Running, Some(ip)) => {
-                let port = c.port.unwrap_or(self.settings.container_port);
-                Resolution::Ready(UpstreamTarget::new(SocketAddr::new(ip, port), id, key))
+                Resolution::Ready(UpstreamTarget::new(self.container_addr(c, ip), id, key))
             }
         }
+    }
+
+    /// The address connected to is the canonical one the policy judged (`::ffff:10.0.0.5`
+    /// becomes `10.0.0.5`), and `current` states the same, so an upgrade is not taken for
+    /// replaced because one side kept the mapped form.
+    fn container_addr(&self, c: &ContainerRecord, ip: IpAddr) -> SocketAddr {
+        let port = c.port.unwrap_or(self.settings.container_port);
+        SocketAddr::new(ip.to_canonical(), port)
     }
 
     fn count_hit(&self, now_ms: u64) {
