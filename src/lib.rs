@@ -8,6 +8,7 @@ pub mod admin;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod downstream;
 pub mod drain;
 pub mod fastpath;
 pub mod headers;

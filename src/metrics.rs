@@ -50,6 +50,10 @@ pub struct Metrics {
     pub health_checks: IntCounterVec,
     /// Requests the router's own HTTP/1.1 path served, or handed to Pingora's proxy and why.
     pub fast_path: IntCounterVec,
+    /// Client connections open now.
+    pub client_connections: IntGauge,
+    /// Client connections closed by a downstream limit, by which.
+    pub client_limits: IntCounterVec,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -171,6 +175,18 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            client_connections: IntGauge::new(
+                "session_router_client_connections",
+                "Client connections open now",
+            )?,
+            client_limits: IntCounterVec::new(
+                Opts::new(
+                    "session_router_client_limit_total",
+                    "Client connections or requests stopped by a downstream limit (limit: \
+                     connections, connections_per_client, head_size, head_line, head_timeout)",
+                ),
+                &["limit"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(requests))?;
@@ -195,6 +211,9 @@ impl Metrics {
             .register(Box::new(m.containers_unhealthy.clone()))?;
         m.registry.register(Box::new(m.health_checks.clone()))?;
         m.registry.register(Box::new(m.fast_path.clone()))?;
+        m.registry
+            .register(Box::new(m.client_connections.clone()))?;
+        m.registry.register(Box::new(m.client_limits.clone()))?;
         // Resident memory, CPU and open descriptors of this process, for capacity planning.
         #[cfg(target_os = "linux")]
         m.registry.register(Box::new(

@@ -15,11 +15,12 @@ use crate::access_log::{AccessLog, AccessLogFlusher, DEFAULT_BUFFER_BYTES};
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
+use crate::downstream::{Admission, DownstreamLimits};
 use crate::drain::{DrainWatcher, Draining};
-use crate::fastpath::{FastPath, PoolSweeper, UpstreamPool};
+use crate::fastpath::{Engine, FastPath, PoolSweeper, UpstreamPool};
 use crate::health::{Health, HealthChecker};
 use crate::metrics::Metrics;
-use crate::proxy::{DownstreamLimits, SessionProxy, Shared};
+use crate::proxy::{SessionProxy, Shared};
 use crate::store::{DynamoDbStore, FileStore, RouteStore};
 use crate::table::{Refresher, Resolver, ResolverSettings};
 use crate::upgrades::{UpgradeWatcher, Upgrades};
@@ -132,8 +133,9 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     Ok(server)
 }
 
-/// The proxy listener: the router's own HTTP/1.1 path in front of Pingora's proxy, or Pingora's
-/// proxy alone when `listen.fast_path` is off.
+/// The proxy listener: every connection's heads read under the downstream limits, then the
+/// router's own HTTP/1.1 path in front of Pingora's proxy, or Pingora's proxy alone for each
+/// request when `listen.fast_path` is off.
 fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
     let limits = DownstreamLimits::from(&config.listen);
     let proxy = SessionProxy::new(
@@ -142,28 +144,27 @@ fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
         limits.clone(),
         shared.clone(),
     );
-    let listen = config.listen.proxy.to_string();
-    if !config.listen.fast_path {
-        let mut service = pingora::proxy::http_proxy_service_with_name(
-            &server.configuration,
-            proxy,
-            "session proxy",
-        );
-        service.add_listener(proxy_listener(&listen));
-        server.add_service(service);
-        return;
-    }
+    let admission = Arc::new(Admission::new(
+        config.listen.max_connections,
+        config.listen.max_connections_per_client,
+        shared.metrics.client_connections.clone(),
+    ));
     let pool = Arc::new(UpstreamPool::new(config.upstream.idle_timeout));
+    let engine = Engine {
+        own_path: config.listen.fast_path,
+        routing: config.routing.clone(),
+        upstream: &config.upstream,
+        limits,
+        admission,
+    };
     let app = FastPath::new(
         pingora::proxy::http_proxy(&server.configuration, proxy),
-        config.routing.clone(),
-        &config.upstream,
-        limits,
+        engine,
         shared,
         pool.clone(),
     );
     let mut service = Service::new("session proxy".to_owned(), app);
-    service.add_listener(proxy_listener(&listen));
+    service.add_listener(proxy_listener(&config.listen.proxy.to_string()));
     server.add_service(service);
     server.add_service(background_service(
         "upstream pool sweep",

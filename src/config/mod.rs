@@ -103,6 +103,7 @@ impl Config {
         let routing = validate_routing(file.routing)?;
         let upstream = validate_upstream(file.upstream)?;
         validate_store(&file.store)?;
+        validate_listen(&file.listen)?;
         if file.health.interval.is_zero() {
             return Err(ConfigError::invalid(
                 "health.interval",
@@ -219,6 +220,34 @@ fn allowed_cidr(entry: &str) -> Result<IpNet, String> {
         )),
         None => Ok(net),
     }
+}
+
+fn validate_listen(section: &ListenSection) -> Result<(), ConfigError> {
+    let positive = [
+        ("listen.head_timeout", !section.head_timeout.is_zero()),
+        ("listen.max_connections", section.max_connections > 0),
+        (
+            "listen.max_connections_per_client",
+            section.max_connections_per_client > 0,
+        ),
+    ];
+    if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
+        return Err(ConfigError::invalid(key, "must be above zero"));
+    }
+    // A head holds at least a request line, a Host line and the blank line.
+    if section.max_head_line < 64 {
+        return Err(ConfigError::invalid(
+            "listen.max_head_line",
+            "must be at least 64 bytes",
+        ));
+    }
+    if section.max_head_size < section.max_head_line {
+        return Err(ConfigError::invalid(
+            "listen.max_head_size",
+            "must be at least listen.max_head_line",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_store(section: &StoreSection) -> Result<(), ConfigError> {

@@ -88,6 +88,19 @@ pub struct ListenSection {
     /// Proxy plain keep-alive requests on the router's own HTTP/1.1 path (about half the CPU of
     /// Pingora's proxy per request); everything else goes through Pingora's proxy either way.
     pub fast_path: bool,
+    /// Time from a request's first byte (or the connection's start) to the end of its head; not
+    /// renewed by each byte, so a client trickling a head is closed at this deadline.
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
+    /// Longest request line or header line; longer gets 431 (nginx: 8k).
+    pub max_head_line: usize,
+    /// Largest request head, lines together; larger gets 431 (nginx: 4 x 8k).
+    pub max_head_size: usize,
+    /// Client connections open at once; past it new ones get 503 and are closed.
+    pub max_connections: usize,
+    /// Client connections open at once from one address (a trusted balancer is not counted as
+    /// one); past it new ones get 429 and are closed.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ListenSection {
@@ -100,6 +113,11 @@ impl Default for ListenSection {
             websocket_idle_timeout: None,
             trusted_proxies: Vec::new(),
             fast_path: true,
+            head_timeout: Duration::from_secs(10),
+            max_head_line: 8 * 1024,
+            max_head_size: 32 * 1024,
+            max_connections: 16_384,
+            max_connections_per_client: 256,
         }
     }
 }

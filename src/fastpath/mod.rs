@@ -5,10 +5,13 @@
 //! are too, so that each open HMR socket costs a few kilobytes instead of Pingora's buffers.
 //! Everything else on the connection (other upgrades, bodies, the router's own answers, failures
 //! before the container answered) is handed to the Pingora proxy with the bytes already read put
-//! back; the connection comes back here for its next request.
+//! back; the connection comes back here for its next request. Every plain-TCP connection of the
+//! proxy listener comes through here, on either engine, so each head is read under the same
+//! limits (see `connection`).
 
 mod body;
 mod chunked;
+mod connection;
 mod exchange;
 mod pool;
 mod request;
@@ -21,25 +24,21 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use bytes::{Buf, BytesMut};
-use pingora::apps::ServerApp;
 use pingora::protocols::l4::stream::Stream as TcpClient;
-use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::proxy::HttpProxy;
-use pingora::server::ShutdownWatch;
 use prometheus::IntCounter;
-use tokio::io::AsyncReadExt;
 
 pub use pool::{PoolSweeper, UpstreamPool};
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::config::{Routing, Upstream};
+use crate::downstream::{Admission, DownstreamLimits};
 use crate::headers::{self, affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
 use crate::outcome::Outcome;
-use crate::proxy::{DownstreamLimits, SessionProxy, Shared};
+use crate::proxy::{SessionProxy, Shared};
 use crate::routing::{classify, RequestParts};
 use crate::table::Resolution;
+use connection::{Client, Stop};
 use exchange::{Ask, Exchange, Exchanged};
 use request::{Request, Rewrite};
 use upgrade::Upgraded;
@@ -48,7 +47,8 @@ use upgrade::Upgraded;
 #[derive(Debug)]
 enum Next {
     Again,
-    Close,
+    /// Close it, answering a broken limit first.
+    Stop(Stop),
     /// Hand the connection, with every byte read so far, to the Pingora proxy.
     Delegate(Handoff),
     /// The container switched protocols: hold the connection as a WebSocket until it ends.
@@ -80,6 +80,10 @@ impl Handoff {
 /// The proxy service's application: this path first, Pingora's proxy for the rest.
 pub struct FastPath {
     proxy: Arc<HttpProxy<SessionProxy>>,
+    /// Serve plain requests here (`listen.fast_path`); when false every request goes to
+    /// Pingora's proxy, after its head is read under the same limits.
+    own_path: bool,
+    admission: Arc<Admission>,
     routing: Routing,
     limits: DownstreamLimits,
     shared: Shared,
@@ -91,38 +95,38 @@ pub struct FastPath {
 impl FastPath {
     pub fn new(
         proxy: HttpProxy<SessionProxy>,
-        routing: Routing,
-        upstream: &Upstream,
-        limits: DownstreamLimits,
+        engine: Engine,
         shared: Shared,
         pool: Arc<UpstreamPool>,
     ) -> Self {
         let results = RESULTS.map(|r| shared.metrics.fast_path.with_label_values(&[r]));
         let exchange = Exchange::new(
-            upstream,
-            routing.own_cookies(),
+            engine.upstream,
+            engine.routing.own_cookies(),
             pool,
             shared.draining.clone(),
         );
         FastPath {
             results,
             proxy: Arc::new(proxy),
-            routing,
-            limits,
+            own_path: engine.own_path,
+            admission: engine.admission,
+            routing: engine.routing,
+            limits: engine.limits,
             exchange,
             shared,
         }
     }
 }
 
-/// One client connection while this path holds it.
-struct Client {
-    io: Box<TcpClient>,
-    /// Read from the client and not consumed yet: a partial head, or pipelined requests.
-    buf: BytesMut,
-    peer: Option<IpAddr>,
-    trusted_peer: bool,
-    shutdown: ShutdownWatch,
+/// How the proxy listener's connections are served.
+pub struct Engine<'a> {
+    /// Plain requests on the router's own path (`listen.fast_path`).
+    pub own_path: bool,
+    pub routing: Routing,
+    pub upstream: &'a Upstream,
+    pub limits: DownstreamLimits,
+    pub admission: Arc<Admission>,
 }
 
 /// Buffers reused from one request to the next on a connection.
@@ -132,109 +136,7 @@ struct Scratch {
     exchange: exchange::Buffers,
 }
 
-#[async_trait]
-impl ServerApp for FastPath {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        // Only plain TCP connections come here; anything else is Pingora's from the start.
-        if !stream.as_any().is::<TcpClient>() {
-            return Box::pin(self.proxy.process_new(stream, shutdown)).await;
-        }
-        let io: Box<TcpClient> = stream.into_any().downcast().ok()?;
-        let peer = io
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let mut client = Client {
-            io,
-            buf: BytesMut::with_capacity(4096),
-            peer,
-            trusted_peer: peer.is_some_and(|ip| self.limits.trusts(ip)),
-            shutdown: shutdown.clone(),
-        };
-        let mut scratch = Scratch::default();
-        loop {
-            match self.serve(&mut client, &mut scratch).await {
-                Next::Again => continue,
-                Next::Close => return None,
-                Next::Upgraded(upgraded) => {
-                    // Nothing more is proxied on this connection: its buffers go back now
-                    // rather than stay with the socket for as long as it is open.
-                    drop(std::mem::take(&mut scratch));
-                    Box::pin(self.hold_websocket(*upgraded, &mut client)).await;
-                    return None;
-                }
-                Next::Delegate(why) => {
-                    self.results[why.counter()].inc();
-                    client.io.rewind(&client.buf);
-                    // Boxed: Pingora's session state would otherwise be part of every
-                    // connection's state here, delegated or not.
-                    return Box::pin(self.proxy.process_new(client.io, shutdown)).await;
-                }
-            }
-        }
-    }
-}
-
 impl FastPath {
-    /// Reads the next request head and serves it, or says who should.
-    async fn serve(&self, client: &mut Client, scratch: &mut Scratch) -> Next {
-        loop {
-            let mut parsed = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
-            match request::parse(&client.buf, &mut parsed) {
-                Ok(Some(req)) => {
-                    let head_len = req.head_len;
-                    let next = self
-                        .serve_request(
-                            &req,
-                            client.peer,
-                            client.trusted_peer,
-                            &mut client.io,
-                            scratch,
-                        )
-                        .await;
-                    if !matches!(next, Next::Delegate(_)) {
-                        client.buf.advance(head_len);
-                    }
-                    return next;
-                }
-                Ok(None) if client.buf.len() < request::MAX_HEAD => {}
-                Ok(None) | Err(_) => return Next::Delegate(Handoff::Declined),
-            }
-            if !self.read_more(client).await {
-                return Next::Close;
-            }
-        }
-    }
-
-    /// Reads more of a request head: within the keep-alive timeout while the connection is idle,
-    /// the read timeout once a request has begun. False when the connection is done: closed,
-    /// timed out, or idle as the process shuts down.
-    async fn read_more(&self, client: &mut Client) -> bool {
-        let idle = client.buf.is_empty();
-        // Draining alone keeps the connection: its next answer says `Connection: close`.
-        if idle && *client.shutdown.borrow() {
-            return false;
-        }
-        let limit = if idle {
-            self.limits.keepalive
-        } else {
-            self.limits.read_timeout
-        };
-        let read = tokio::time::timeout(limit, client.io.read_buf(&mut client.buf));
-        let result = if idle {
-            tokio::select! {
-                r = read => r,
-                _ = client.shutdown.changed() => return false,
-            }
-        } else {
-            read.await
-        };
-        matches!(result, Ok(Ok(n)) if n > 0)
-    }
-
     /// Proxies one request this path takes; anything it cannot route is delegated.
     async fn serve_request(
         &self,
@@ -337,7 +239,7 @@ impl FastPath {
                 if keep_alive {
                     Next::Again
                 } else {
-                    Next::Close
+                    Next::Stop(Stop::Done)
                 }
             }
         }

@@ -8,8 +8,8 @@ use crate::headers::{cookies_except, has_cookie, Forwarded, SessionPrefix};
 
 /// Headers read per request; a request with more goes to Pingora.
 pub const MAX_HEADERS: usize = 64;
-/// Longest request head read here; a longer one goes to Pingora, which has its own limits.
-pub const MAX_HEAD: usize = 32 * 1024;
+/// Headers a request may have at all: Pingora's limit.
+const MAX_HEADERS_ANY: usize = 256;
 
 /// Hop-by-hop headers (RFC 9110 section 7.6.1) and the forwarding headers the router sets
 /// itself: never copied from the client's request.
@@ -53,6 +53,16 @@ pub struct Request<'h, 'b> {
     pub close: bool,
     /// The Upgrade header of a WebSocket upgrade (a GET whose Connection lists `upgrade`).
     pub upgrade: Option<&'b [u8]>,
+}
+
+/// Where the request head at the start of `buf` ends, whatever the request: `Ok(None)` until it
+/// is complete, an error when it is malformed or has more headers than Pingora reads.
+pub fn head_len(buf: &[u8]) -> Result<Option<usize>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS_ANY];
+    match httparse::Request::new(&mut headers).parse(buf)? {
+        httparse::Status::Complete(n) => Ok(Some(n)),
+        httparse::Status::Partial => Ok(None),
+    }
 }
 
 /// Parses a request head from `buf`: `Ok(None)` until the head is complete.

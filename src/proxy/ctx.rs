@@ -1,9 +1,8 @@
-//! Per-request state of the proxy and the downstream connection limits it applies.
+//! Per-request state of the proxy, from routing through to logging.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::config::ListenSection;
 use crate::outcome::Outcome;
 use crate::pages::RequestKind;
 use crate::routing::Target;
@@ -28,34 +27,6 @@ pub struct RequestCtx {
     pub(super) upgrade_id: Option<u64>,
     /// Interim (1xx) answers the container sent so far.
     pub(super) interims: u32,
-}
-
-/// Downstream connection limits applied to every request.
-#[derive(Debug, Clone)]
-pub struct DownstreamLimits {
-    pub read_timeout: Duration,
-    pub keepalive: Duration,
-    pub websocket_idle: Option<Duration>,
-    /// Peers whose X-Forwarded-* headers are kept and extended rather than replaced.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
-}
-
-impl DownstreamLimits {
-    /// Whether `peer` is a balancer whose X-Forwarded-* headers are believed.
-    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
-        self.trusted_proxies.iter().any(|n| n.contains(&peer))
-    }
-}
-
-impl From<&ListenSection> for DownstreamLimits {
-    fn from(l: &ListenSection) -> Self {
-        DownstreamLimits {
-            read_timeout: l.read_timeout,
-            keepalive: l.keepalive_timeout,
-            websocket_idle: l.websocket_idle_timeout,
-            trusted_proxies: l.trusted_proxies.clone(),
-        }
-    }
 }
 
 impl RequestCtx {

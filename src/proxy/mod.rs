@@ -20,6 +20,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::config::{Routing, Upstream};
+use crate::downstream::DownstreamLimits;
 use crate::drain::Draining;
 use crate::health::Health;
 use crate::metrics::Metrics;
@@ -38,7 +39,7 @@ use headers::{
 use respond::write_answer;
 use response::ResponseRules;
 
-pub use ctx::{DownstreamLimits, RequestCtx};
+pub use ctx::RequestCtx;
 use decide::{log_forbidden, reject_outcome, resolution_outcome, retry_reason};
 
 /// The process-wide state the proxy reads and feeds, shared with the admin listener and the
