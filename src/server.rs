@@ -72,8 +72,8 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
 
     if !config.routing.session_key.includes_client() {
         log::warn!(
-            "routing.session_key does not name {{client}}: only the sessions' clientId attribute \
-             keeps one client's host from reaching another client's session"
+            "routing.session_key does not name {{client}}: a session is routed only when its \
+             clientId attribute names the host's client; items without one are refused"
         );
     }
     let metrics = Arc::new(Metrics::new()?);

@@ -2,6 +2,7 @@
 //! the typed [`Config`] the rest of the crate reads.
 
 mod model;
+mod session_key;
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,6 +16,7 @@ pub use model::{
     DynamoDbSection, FileStoreSection, HealthSection, ListenSection, LogFormat, LogSection,
     RouterFile, RoutingSection, StoreKind, StoreSection, UpstreamSection,
 };
+pub use session_key::SessionKeyTemplate;
 
 use crate::routing::{HostPattern, PatternError};
 
@@ -267,71 +269,6 @@ fn validate_store(section: &StoreSection) -> Result<(), ConfigError> {
         return Err(ConfigError::invalid("store.file.path", "must name a file"));
     }
     Ok(())
-}
-
-/// The session key template, e.g. `{client}-{thread}`: literal text around the two placeholders.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionKeyTemplate {
-    parts: Vec<KeyPart>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum KeyPart {
-    Literal(String),
-    Client,
-    Thread,
-}
-
-impl SessionKeyTemplate {
-    pub fn parse(template: &str) -> Result<Self, String> {
-        let mut parts = Vec::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            if open > 0 {
-                parts.push(KeyPart::Literal(rest[..open].to_owned()));
-            }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in `{template}`"))?;
-            parts.push(match &rest[open + 1..open + close] {
-                "client" => KeyPart::Client,
-                "thread" => KeyPart::Thread,
-                other => return Err(format!("unknown placeholder `{{{other}}}`")),
-            });
-            rest = &rest[open + close + 1..];
-        }
-        if !rest.is_empty() {
-            parts.push(KeyPart::Literal(rest.to_owned()));
-        }
-        if !parts.contains(&KeyPart::Thread) {
-            return Err(format!("`{template}` must contain {{thread}}"));
-        }
-        Ok(SessionKeyTemplate { parts })
-    }
-
-    /// Writes the key for one request into `out`, reusing its allocation.
-    pub fn render_into(&self, client: &str, thread: &str, out: &mut String) {
-        out.clear();
-        for part in &self.parts {
-            out.push_str(match part {
-                KeyPart::Literal(s) => s,
-                KeyPart::Client => client,
-                KeyPart::Thread => thread,
-            });
-        }
-    }
-
-    pub fn render(&self, client: &str, thread: &str) -> String {
-        let mut out = String::with_capacity(client.len() + thread.len() + 8);
-        self.render_into(client, thread, &mut out);
-        out
-    }
-
-    /// Whether the key names the client, which makes cross-client routing impossible by
-    /// construction rather than by the optional `clientId` attribute alone.
-    pub fn includes_client(&self) -> bool {
-        self.parts.contains(&KeyPart::Client)
-    }
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! task, read without locks or awaits on the request path, with a read-through cache behind it for
 //! sessions the snapshot does not know yet.
 
+mod ownership;
 mod refresh;
 mod resolver;
 

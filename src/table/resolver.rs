@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use moka::future::Cache;
 use moka::Expiry;
 
+use super::ownership::{self, RefusalLog};
 use super::RouteTable;
 use crate::config::SessionKeyTemplate;
 use crate::metrics::{LookupResult, Metrics};
@@ -82,6 +83,7 @@ pub struct Resolver {
     /// Bumped whenever routes may have changed (a table swap or a heal), so watchers of open
     /// connections know when to look again.
     version: AtomicU64,
+    refusals: RefusalLog,
 }
 
 fn read_through<V: Clone + Send + Sync + 'static>(s: &ResolverSettings) -> ReadThrough<V> {
@@ -116,6 +118,7 @@ impl Resolver {
             settings,
             last_refresh_ms: AtomicU64::new(0),
             version: AtomicU64::new(0),
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -218,7 +221,8 @@ impl Resolver {
         let healed = self.healed.load();
         if let Some(h) = healed.get(key.as_str()) {
             self.metrics.lookup(LookupResult::Hit);
-            return self.decide(&key, client, h.session.clone(), h.container.clone(), now_ms);
+            let (session, container) = (h.session.clone(), h.container.clone());
+            return self.decide(&key, client, thread, session, container, now_ms);
         }
         let table = self.table.load_full();
         let session = match table.session(&key) {
@@ -239,7 +243,7 @@ impl Resolver {
                 Err(_) => return Resolution::StoreUnavailable,
             },
         };
-        self.decide(&key, client, session, container, now_ms)
+        self.decide(&key, client, thread, session, container, now_ms)
     }
 
     /// Re-reads a session and its container from the store, bypassing every cache, after its
@@ -275,14 +279,17 @@ impl Resolver {
             map
         });
         self.version.fetch_add(1, Ordering::Release);
-        self.decide(&key, client, session, container, now_epoch_ms())
+        self.decide(&key, client, thread, session, container, now_epoch_ms())
     }
 
-    /// The answer for a session record and its container record, wherever they came from.
+    /// The answer for a session record and its container record, wherever they came from, to
+    /// the request of (`client`, `thread`). Both engines resolve through here, so the owner
+    /// check cannot be bypassed by either.
     fn decide(
         &self,
         key: &str,
         client: &str,
+        thread: &str,
         session: SessionRecord,
         container: Option<ContainerRecord>,
         now_ms: u64,
@@ -290,9 +297,9 @@ impl Resolver {
         if session.is_expired(now_ms / 1000) {
             return Resolution::Unknown;
         }
-        if session.client_id.as_deref().is_some_and(|c| c != client) {
-            log::warn!(target: "security", "event=client_mismatch client={client} session_client={}",
-                session.client_id.as_deref().unwrap_or_default());
+        let owner = session.client_id.as_deref();
+        if let Err(refusal) = ownership::check(&self.settings.session_key, client, thread, owner) {
+            self.refusals.report(refusal, key, client, owner);
             return Resolution::Unknown;
         }
         match container {

@@ -14,6 +14,7 @@ mod lifecycle;
 mod logs_and_probe;
 mod outcomes;
 mod routing;
+mod session_keys;
 mod shutdown;
 mod table;
 mod websocket;

@@ -108,6 +108,8 @@ pub struct Router {
 pub struct RouterOptions {
     /// Extra keys of the [listen] section.
     pub listen_extra: String,
+    /// Extra keys of the [routing] section, e.g. `session_key`.
+    pub routing_extra: String,
     /// Extra TOML appended to the generated router.toml (sections not already written).
     pub extra_toml: String,
     pub refresh_interval: &'static str,
@@ -131,6 +133,7 @@ impl Default for RouterOptions {
     fn default() -> Self {
         RouterOptions {
             listen_extra: String::new(),
+            routing_extra: String::new(),
             extra_toml: String::new(),
             refresh_interval: "200ms",
             negative_ttl: "200ms",
@@ -179,6 +182,7 @@ read_timeout = "{read}"
 [routing]
 path_hosts = ["edit.{{client}}.localhost"]
 host_patterns = ["{{thread}}.edit.{{client}}.localhost"]
+{routing_extra}
 
 [store]
 kind = "{kind}"
@@ -221,6 +225,7 @@ allowed_cidrs = {cidrs}
             cidrs = opts.allowed_cidrs,
             extra = opts.extra_toml,
             listen_extra = opts.listen_extra,
+            routing_extra = opts.routing_extra,
             health = opts.health_toml,
         );
         std::fs::write(dir.path().join("router.toml"), toml).expect("write router.toml");
@@ -445,6 +450,9 @@ pub const PREVIEW_HOSTS: &[&str] = &[
     "edit.acme.localhost",
     "edit.globex.localhost",
     "edit.demo.localhost",
+    "edit.acme-x.localhost",
+    "x-1.edit.acme.localhost",
+    "1.edit.acme-x.localhost",
     "t1.edit.acme.localhost",
     "t2.edit.acme.localhost",
     "t1.edit.globex.localhost",
