@@ -4,7 +4,7 @@
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps build-deps lint check-config bench bench-load bench-profile bench-stalls bench-chart \
+.PHONY: run test deps build-deps lint check-config bench bench-load bench-profile bench-stalls bench-chart bench-flood \
 	fuzz-smoke fuzz e2e e2e-deps ops-deps ops-check image image-lint
 
 run: deps
@@ -19,9 +19,11 @@ test: deps lint check-config ops-check fuzz-smoke
 MOTO_VENV := .venv-moto
 export MOTO_SERVER := $(CURDIR)/$(MOTO_VENV)/bin/moto_server
 
-# What the build and tests need, installed only when missing: cmake (Pingora's zlib-ng) and
-# moto in server mode (the DynamoDB-compatible server the store tests start on 127.0.0.1).
+# What the build and tests need, installed only when missing: cmake (Pingora's zlib-ng), moto in
+# server mode (the DynamoDB-compatible server the store tests start on 127.0.0.1), and ip and
+# unshare (the address-policy test runs the router in a network namespace of loopback alone).
 deps: build-deps
+	@command -v ip >/dev/null && command -v unshare >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2 util-linux; }
 	@[ -x $(MOTO_SERVER) ] || python3 -m venv $(MOTO_VENV) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && python3 -m venv $(MOTO_VENV); }
 	@[ -x $(MOTO_SERVER) ] || $(MOTO_VENV)/bin/pip install -q 'moto[server]'
 
@@ -132,6 +134,11 @@ bench-profile: build-deps
 # (STALLS_ARGS: more router binaries to compare, --seconds, --max-staleness '').
 bench-stalls: build-deps
 	BENCH_SCRIPT=bench/stalls.py bench/run.sh target/release/session-router $(STALLS_ARGS)
+
+# Resident size and an honest client's p99 while hostile clients hold connections open (1,000
+# unfinished 1 MB heads; 200 slowloris), router on both engines beside nginx (FLOOD_ARGS).
+bench-flood: build-deps
+	BENCH_SCRIPT=bench/flood.py bench/run.sh $(FLOOD_ARGS)
 
 # The last load run (target/bench/load.json) as a PNG; matplotlib lives in .venv-bench.
 BENCH_VENV := .venv-bench

@@ -4,6 +4,7 @@
 
 mod common;
 
+mod address_policy;
 mod cli;
 mod deploy;
 mod dynamodb;
@@ -11,6 +12,7 @@ mod fast_path;
 mod hostile;
 mod isolation;
 mod lifecycle;
+mod limits;
 mod logs_and_probe;
 mod outcomes;
 mod routing;
