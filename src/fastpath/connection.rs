@@ -13,7 +13,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as TcpClient;
 use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::write::write_flushed;
 use super::{request, FastPath, Handoff, Next, Scratch};
@@ -248,14 +248,33 @@ impl FastPath {
             location: None,
             body: Bytes::new(),
         };
-        send_and_close(io, &answer).await;
+        // No lingering here: a flood of refused connections must not hold descriptors longer.
+        let mut out = Vec::new();
+        answer.write_http1(&mut out, true);
+        let _ = tokio::time::timeout(LINGER, write_flushed(io, &out)).await;
     }
 }
 
-/// Writes the router's answer on a connection that closes after it. One small write: a client
-/// that does not take it within a second is not waited on.
+/// Writes the router's answer on a connection that closes after it, then reads and drops what
+/// the client still sends for a moment (a lingering close, as nginx does): closing a socket with
+/// unread bytes resets it, and the reset can destroy the answer before the client reads it.
 async fn send_and_close(io: &mut TcpClient, answer: &Answer) {
     let mut out = Vec::new();
     answer.write_http1(&mut out, true);
-    let _ = tokio::time::timeout(Duration::from_secs(1), write_flushed(io, &out)).await;
+    let linger = async {
+        write_flushed(io, &out).await?;
+        io.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        for _ in 0..LINGER_READS {
+            if io.read(&mut sink).await? == 0 {
+                break;
+            }
+        }
+        std::io::Result::Ok(())
+    };
+    let _ = tokio::time::timeout(LINGER, linger).await;
 }
+
+/// How long, and for how many reads, a refused client's remaining bytes are drained.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_READS: usize = 16;
