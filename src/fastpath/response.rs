@@ -75,12 +75,13 @@ pub fn parse<'h, 'b>(
         return Err(BadResponse::Switch);
     }
     let headers: &'h [httparse::Header<'b>] = resp.headers;
-    let mut lengths = Vec::new();
+    // Read as they come; whether they count is known once Transfer-Encoding has been seen.
+    let mut length: Result<Option<u64>, BadResponse> = Ok(None);
     let mut chunked = None;
     let mut connection: &[u8] = b"";
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            lengths.push(h.value);
+            length = length.and_then(|seen| content_length(seen, h.value));
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // Only the last coding says whether the body is chunked.
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
@@ -92,7 +93,7 @@ pub fn parse<'h, 'b>(
     // Transfer-Encoding overrides Content-Length (RFC 9112 section 6.3), which is then dropped.
     let length = match chunked {
         Some(_) => None,
-        None => content_length(&lengths)?,
+        None => length?,
     };
     let framing = if head_request || status / 100 == 1 || status == 204 || status == 304 {
         Framing::Empty
@@ -122,12 +123,11 @@ pub fn parse<'h, 'b>(
     }))
 }
 
-/// The one length every Content-Length value (each may be a list) states, as Pingora reads it:
-/// digits only, no sign, all equal (RFC 9110 section 8.6).
-fn content_length(values: &[&[u8]]) -> Result<Option<u64>, BadResponse> {
-    let mut length = None;
-    for value in values.iter().flat_map(|v| v.split(|b| *b == b',')) {
-        let digits = value.trim_ascii();
+/// The length a Content-Length value (which may be a list) states, as Pingora reads it: digits
+/// only, no sign, and equal to `seen`, the length earlier values stated (RFC 9110 section 8.6).
+fn content_length(mut seen: Option<u64>, value: &[u8]) -> Result<Option<u64>, BadResponse> {
+    for item in value.split(|b| *b == b',') {
+        let digits = item.trim_ascii();
         if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
             return Err(BadResponse::Length);
         }
@@ -135,12 +135,12 @@ fn content_length(values: &[&[u8]]) -> Result<Option<u64>, BadResponse> {
             .ok()
             .and_then(|d| d.parse::<u64>().ok())
             .ok_or(BadResponse::Length)?;
-        if length.is_some_and(|l| l != n) {
+        if seen.is_some_and(|l| l != n) {
             return Err(BadResponse::Length);
         }
-        length = Some(n);
+        seen = Some(n);
     }
-    Ok(length)
+    Ok(seen)
 }
 
 impl<'b> Response<'_, 'b> {
