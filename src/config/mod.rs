@@ -224,51 +224,56 @@ fn allowed_cidr(entry: &str) -> Result<IpNet, String> {
     }
 }
 
-fn validate_listen(section: &ListenSection) -> Result<(), ConfigError> {
-    let positive = [
-        ("listen.head_timeout", !section.head_timeout.is_zero()),
-        ("listen.max_connections", section.max_connections > 0),
+fn validate_listen(l: &ListenSection) -> Result<(), ConfigError> {
+    const ABOVE_ZERO: &str = "must be above zero";
+    first_failed(&[
+        ("listen.head_timeout", !l.head_timeout.is_zero(), ABOVE_ZERO),
+        ("listen.max_connections", l.max_connections > 0, ABOVE_ZERO),
         (
             "listen.max_connections_per_client",
-            section.max_connections_per_client > 0,
+            l.max_connections_per_client > 0,
+            ABOVE_ZERO,
         ),
-    ];
-    if let Some((key, _)) = positive.iter().find(|(_, ok)| !ok) {
-        return Err(ConfigError::invalid(key, "must be above zero"));
-    }
-    // A head holds at least a request line, a Host line and the blank line.
-    if section.max_head_line < 64 {
-        return Err(ConfigError::invalid(
+        // A head holds at least a request line, a Host line and the blank line.
+        (
             "listen.max_head_line",
+            l.max_head_line >= 64,
             "must be at least 64 bytes",
-        ));
-    }
-    if section.max_head_size < section.max_head_line {
-        return Err(ConfigError::invalid(
+        ),
+        (
             "listen.max_head_size",
+            l.max_head_size >= l.max_head_line,
             "must be at least listen.max_head_line",
-        ));
-    }
-    Ok(())
+        ),
+    ])
 }
 
-fn validate_store(section: &StoreSection) -> Result<(), ConfigError> {
-    if section.refresh_interval.is_zero() {
-        return Err(ConfigError::invalid(
+fn validate_store(s: &StoreSection) -> Result<(), ConfigError> {
+    first_failed(&[
+        (
             "store.refresh_interval",
+            !s.refresh_interval.is_zero(),
             "must be above zero",
-        ));
-    }
-    if section.max_staleness < section.refresh_interval {
-        return Err(ConfigError::invalid(
+        ),
+        (
             "store.max_staleness",
+            s.max_staleness >= s.refresh_interval,
             "must be at least store.refresh_interval",
-        ));
+        ),
+        (
+            "store.file.path",
+            s.kind != StoreKind::File || !s.file.path.as_os_str().is_empty(),
+            "must name a file",
+        ),
+    ])
+}
+
+/// The first of `checks` (key, holds, reason) that does not hold, as the error naming its key.
+fn first_failed(checks: &[(&'static str, bool, &str)]) -> Result<(), ConfigError> {
+    match checks.iter().find(|(_, holds, _)| !holds) {
+        Some((key, _, reason)) => Err(ConfigError::invalid(key, *reason)),
+        None => Ok(()),
     }
-    if section.kind == StoreKind::File && section.file.path.as_os_str().is_empty() {
-        return Err(ConfigError::invalid("store.file.path", "must name a file"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

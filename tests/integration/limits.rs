@@ -141,18 +141,23 @@ async fn an_idle_connection_is_closed_at_the_keepalive_timeout_on_both_engines()
     }
 }
 
+/// `n` open connections, each answered once, so the router has surely admitted them.
+fn answered_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut held: Vec<TcpStream> = (0..n).map(|_| connect(addr)).collect();
+    for conn in &mut held {
+        conn.write_all(GET).unwrap();
+    }
+    for conn in &mut held {
+        assert!(one_answer(conn).starts_with("http/1.1 200"));
+    }
+    held
+}
+
 #[tokio::test]
 async fn one_client_cannot_take_more_than_its_connections() {
     for fast_path in ENGINES {
         let (router, _up) = router(fast_path, "max_connections_per_client = 3").await;
-        let held: Vec<TcpStream> = (0..3).map(|_| connect(router.proxy)).collect();
-        // Each is admitted once the router has answered on it.
-        for mut conn in held.iter() {
-            conn.write_all(GET).unwrap();
-        }
-        for conn in &held {
-            assert!(one_answer(&mut conn.try_clone().unwrap()).starts_with("http/1.1 200"));
-        }
+        let held = answered_connections(router.proxy, 3);
         let mut fourth = connect(router.proxy);
         let _ = fourth.write_all(GET);
         let answer = until_closed(&mut fourth);
@@ -176,13 +181,7 @@ async fn the_process_refuses_connections_past_its_limit() {
             "max_connections = 2\nmax_connections_per_client = 10",
         )
         .await;
-        let held: Vec<TcpStream> = (0..2).map(|_| connect(router.proxy)).collect();
-        for mut conn in held.iter() {
-            conn.write_all(GET).unwrap();
-        }
-        for conn in &held {
-            assert!(one_answer(&mut conn.try_clone().unwrap()).starts_with("http/1.1 200"));
-        }
+        let held = answered_connections(router.proxy, 2);
         let mut third = connect(router.proxy);
         let answer = until_closed(&mut third);
         assert!(
