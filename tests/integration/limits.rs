@@ -181,7 +181,7 @@ async fn the_process_refuses_connections_past_its_limit() {
             "max_connections = 2\nmax_connections_per_client = 10",
         )
         .await;
-        let held = answered_connections(router.proxy, 2);
+        let _held = answered_connections(router.proxy, 2);
         let mut third = connect(router.proxy);
         let answer = until_closed(&mut third);
         assert!(
