@@ -19,6 +19,7 @@ pub use model::{
 pub use session_key::SessionKeyTemplate;
 
 use crate::routing::{HostPattern, PatternError};
+use crate::table::{MissBudget, MissLimits};
 
 /// The router TOML shipped in `conf/`, compiled in so the binary runs with no arguments.
 pub const EMBEDDED_ROUTER_TOML: &str = include_str!("../../conf/router.toml");
@@ -120,6 +121,22 @@ impl Config {
             store: file.store,
             upstream,
         })
+    }
+}
+
+impl StoreSection {
+    /// The budgets of store reads for sessions missing from memory.
+    pub fn miss_limits(&self) -> MissLimits {
+        MissLimits {
+            per_client: MissBudget {
+                per_second: self.miss_rate_per_client,
+                burst: self.miss_burst_per_client,
+            },
+            total: MissBudget {
+                per_second: self.miss_rate_total,
+                burst: self.miss_burst_total,
+            },
+        }
     }
 }
 
@@ -264,6 +281,20 @@ fn validate_store(section: &StoreSection) -> Result<(), ConfigError> {
             "store.max_staleness",
             "must be at least store.refresh_interval",
         ));
+    }
+    let rates = [
+        ("store.miss_rate_per_client", section.miss_rate_per_client),
+        ("store.miss_rate_total", section.miss_rate_total),
+    ];
+    if let Some((key, _)) = rates.iter().find(|(_, r)| !(r.is_finite() && *r > 0.0)) {
+        return Err(ConfigError::invalid(key, "must be a number above zero"));
+    }
+    let bursts = [
+        ("store.miss_burst_per_client", section.miss_burst_per_client),
+        ("store.miss_burst_total", section.miss_burst_total),
+    ];
+    if let Some((key, _)) = bursts.iter().find(|(_, b)| *b == 0) {
+        return Err(ConfigError::invalid(key, "must be above zero"));
     }
     if section.kind == StoreKind::File && section.file.path.as_os_str().is_empty() {
         return Err(ConfigError::invalid("store.file.path", "must name a file"));

@@ -12,6 +12,7 @@ mod hostile;
 mod isolation;
 mod lifecycle;
 mod logs_and_probe;
+mod miss_rate;
 mod outcomes;
 mod routing;
 mod session_keys;
