@@ -3,7 +3,7 @@
 //! navigation or asset, and the X-Forwarded-* values the dev server sees.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crate::pages::RequestKind;
 use crate::routing::{Target, Via};
@@ -137,6 +137,30 @@ impl<'a> Forwarded<'a> {
     }
 }
 
+/// The client address a request is charged to: the peer, or, when the peer is a trusted
+/// balancer, the address it appended to X-Forwarded-For: the last entry of the last header
+/// (`forwarded_for` is every X-Forwarded-For value, in order). Everything left of that entry
+/// the client could have written itself. Without a readable entry the balancer is the client.
+pub fn requester<'h>(
+    peer: Option<IpAddr>,
+    trusted_peer: bool,
+    forwarded_for: impl IntoIterator<Item = &'h [u8]>,
+) -> Option<IpAddr> {
+    if !trusted_peer {
+        return peer;
+    }
+    let last = forwarded_for.into_iter().last();
+    last.and_then(appended_address).or(peer)
+}
+
+fn appended_address(value: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(value).ok()?.rsplit(',').next()?.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()
+}
+
 /// An X-Forwarded-For value, written without building a string first.
 #[derive(Debug, Clone, Copy)]
 pub struct Chain<'a> {
@@ -223,6 +247,26 @@ mod tests {
         assert_eq!(f.chain().to_string(), "203.0.113.7, 10.0.0.9");
         assert_eq!(f.proto(), b"https");
         assert_eq!(f.host(), Some(&b"evil.example"[..]));
+    }
+
+    #[test]
+    fn the_requester_is_the_peer_or_what_a_trusted_balancer_appended() {
+        let peer = Some("10.0.0.9".parse().unwrap());
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let sent: [&[u8]; 2] = [b"6.6.6.6", b"7.7.7.7, 203.0.113.7"];
+        assert_eq!(requester(peer, false, sent), peer, "untrusted: the peer");
+        assert_eq!(requester(peer, true, sent), ip("203.0.113.7"));
+        let v6: [&[u8]; 1] = [b"1.2.3.4,2001:db8::1"];
+        assert_eq!(requester(peer, true, v6), ip("2001:db8::1"));
+        let port: [&[u8]; 1] = [b"[2001:db8::2]:443"];
+        assert_eq!(requester(peer, true, port), ip("2001:db8::2"));
+        let junk: [&[u8]; 1] = [b"203.0.113.7, unknown"];
+        assert_eq!(
+            requester(peer, true, junk),
+            peer,
+            "unreadable: the balancer"
+        );
+        assert_eq!(requester(peer, true, []), peer, "none: the balancer");
     }
 
     #[test]

@@ -7,6 +7,7 @@ use prometheus::{
 };
 
 use crate::outcome::Outcome;
+use crate::table::MissScope;
 
 /// Result of one route lookup, as counted by `session_router_route_lookups_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct Metrics {
     lookups: Vec<IntCounter>,
     store_requests: IntCounterVec,
     store_durations: HistogramVec,
+    /// Store reads for sessions missing from memory refused by a miss budget, by scope.
+    misses_limited: Vec<IntCounter>,
     pub table_sessions: IntGauge,
     pub table_containers: IntGauge,
     pub last_refresh: Gauge,
@@ -99,6 +102,14 @@ impl Metrics {
             .buckets(LATENCY_BUCKETS.to_vec()),
             &["op"],
         )?;
+        let misses_limited = IntCounterVec::new(
+            Opts::new(
+                "session_router_store_misses_limited_total",
+                "Requests answered rate_limited instead of reading the store for a session \
+                 missing from memory, by the budget that ran out (scope: client, total)",
+            ),
+            &["scope"],
+        )?;
         let m = Metrics {
             requests: Outcome::ALL
                 .iter()
@@ -111,6 +122,10 @@ impl Metrics {
             lookups: LookupResult::ALL
                 .iter()
                 .map(|r| lookups.with_label_values(&[r.label()]))
+                .collect(),
+            misses_limited: MissScope::ALL
+                .iter()
+                .map(|s| misses_limited.with_label_values(&[s.label()]))
                 .collect(),
             store_requests,
             store_durations,
@@ -192,6 +207,7 @@ impl Metrics {
         m.registry.register(Box::new(requests))?;
         m.registry.register(Box::new(durations))?;
         m.registry.register(Box::new(lookups))?;
+        m.registry.register(Box::new(misses_limited))?;
         m.registry.register(Box::new(m.store_requests.clone()))?;
         m.registry.register(Box::new(m.store_durations.clone()))?;
         m.registry.register(Box::new(m.table_sessions.clone()))?;
@@ -230,6 +246,10 @@ impl Metrics {
 
     pub fn lookup(&self, result: LookupResult) {
         self.lookups[result as usize].inc();
+    }
+
+    pub fn miss_limited(&self, scope: MissScope) {
+        self.misses_limited[scope as usize].inc();
     }
 
     pub fn store_call(&self, op: &'static str, ok: bool, seconds: f64) {

@@ -14,6 +14,9 @@ pub enum Outcome {
     /// The container fails its health checks: answered at once rather than after a timeout.
     ContainerUnhealthy,
     StoreUnavailable,
+    /// The session is not in memory and this client address, or the process, has used up its
+    /// budget of store reads for sessions not in memory.
+    RateLimited,
     UpstreamUnreachable,
     ForbiddenUpstream,
     /// The container answered with another container's identity: its address was reused.
@@ -24,7 +27,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 14] = [
+    pub const ALL: [Outcome; 15] = [
         Outcome::Routed,
         Outcome::Redirect,
         Outcome::NotPreviewHost,
@@ -34,6 +37,7 @@ impl Outcome {
         Outcome::ContainerStopped,
         Outcome::ContainerUnhealthy,
         Outcome::StoreUnavailable,
+        Outcome::RateLimited,
         Outcome::UpstreamUnreachable,
         Outcome::ForbiddenUpstream,
         Outcome::ContainerMismatch,
@@ -52,6 +56,7 @@ impl Outcome {
             Outcome::ContainerStopped => "container_stopped",
             Outcome::ContainerUnhealthy => "container_unhealthy",
             Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::RateLimited => "rate_limited",
             Outcome::UpstreamUnreachable => "upstream_unreachable",
             Outcome::ForbiddenUpstream => "forbidden_upstream",
             Outcome::ContainerMismatch => "container_mismatch",
@@ -79,6 +84,7 @@ impl Outcome {
             | Outcome::ForbiddenUpstream
             | Outcome::ContainerMismatch => 502,
             Outcome::BadRequest => 400,
+            Outcome::RateLimited => 429,
             Outcome::ClientClosed => 499,
         }
     }

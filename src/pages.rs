@@ -47,6 +47,7 @@ fn wording(outcome: Outcome) -> Wording {
         Outcome::ContainerUnhealthy => w("Preview restarting", "Your preview is not answering right now. This page reloads by itself when it is back.", Some(2), true),
         Outcome::ContainerStopped => w("Session paused", "This editing session is paused. Resume it from your editor to see the preview again.", None, false),
         Outcome::StoreUnavailable => w("Preview temporarily unavailable", "The router cannot look up this session right now. This page retries by itself.", Some(5), true),
+        Outcome::RateLimited => w("Too many requests", "Too many previews were looked up from this address at once. This page retries by itself in a moment.", Some(1), true),
         Outcome::UpstreamUnreachable => w("Preview unreachable", "The preview server for this session is not answering. Try again in a moment.", None, false),
         Outcome::ForbiddenUpstream | Outcome::ContainerMismatch => w("Preview unavailable", "This session's preview cannot be reached.", None, false),
         Outcome::BadRequest => w("Bad request", "The request could not be understood.", None, false),
@@ -153,6 +154,23 @@ mod tests {
         let a = answer(Outcome::ContainerStarting, RequestKind::Upgrade);
         assert_eq!((a.status, a.body.len()), (503, 0));
         assert_eq!(a.retry_after, Some(2));
+    }
+
+    #[test]
+    fn rate_limited_answers_say_when_to_come_back() {
+        for kind in [
+            RequestKind::Navigation,
+            RequestKind::Asset,
+            RequestKind::Upgrade,
+        ] {
+            let a = answer(Outcome::RateLimited, kind);
+            assert_eq!((a.status, a.retry_after), (429, Some(1)), "{kind:?}");
+        }
+        let page = answer(Outcome::RateLimited, RequestKind::Navigation);
+        assert_eq!(page.content_type, Some("text/html; charset=utf-8"));
+        assert!(answer(Outcome::RateLimited, RequestKind::Upgrade)
+            .body
+            .is_empty());
     }
 
     #[test]

@@ -85,6 +85,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         negative_ttl: config.store.negative_ttl,
         max_staleness: config.store.max_staleness,
         policy: AddressPolicy::new(config.upstream.allowed_cidrs.clone()),
+        miss_limits: config.store.miss_limits(),
     };
     let resolver = Arc::new(Resolver::new(store, metrics.clone(), settings));
 

@@ -63,6 +63,7 @@ pub fn resolver(config: &Config, table: RouteTable) -> Resolver {
         negative_ttl: Duration::from_secs(2),
         max_staleness: Duration::from_secs(7200),
         policy: AddressPolicy::new(vec!["10.0.0.0/8".parse().expect("cidr")]),
+        miss_limits: config.store.miss_limits(),
     };
     let store = Arc::new(FileStore::new(PathBuf::from("/nonexistent")));
     let resolver = Resolver::new(store, Arc::new(Metrics::new().expect("metrics")), settings);
@@ -97,7 +98,7 @@ pub fn resolve(config: &Config, resolver: &Resolver, host: &str, path: &str) -> 
         cookie_thread: None,
     };
     let target = classify(&config.routing, &parts).expect("routable");
-    let resolution = poll_ready(resolver.resolve(&target.client, &target.thread));
+    let resolution = poll_ready(resolver.resolve(&target.client, &target.thread, None));
     assert!(matches!(resolution, Resolution::Ready(_)), "a table hit");
     resolution
 }

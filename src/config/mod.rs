@@ -19,6 +19,7 @@ pub use model::{
 pub use session_key::SessionKeyTemplate;
 
 use crate::routing::{HostPattern, PatternError};
+use crate::table::{MissBudget, MissLimits};
 
 /// The router TOML shipped in `conf/`, compiled in so the binary runs with no arguments.
 pub const EMBEDDED_ROUTER_TOML: &str = include_str!("../../conf/router.toml");
@@ -120,6 +121,22 @@ impl Config {
             store: file.store,
             upstream,
         })
+    }
+}
+
+impl StoreSection {
+    /// The budgets of store reads for sessions missing from memory.
+    pub fn miss_limits(&self) -> MissLimits {
+        MissLimits {
+            per_client: MissBudget {
+                per_second: self.miss_rate_per_client,
+                burst: self.miss_burst_per_client,
+            },
+            total: MissBudget {
+                per_second: self.miss_rate_total,
+                burst: self.miss_burst_total,
+            },
+        }
     }
 }
 
@@ -265,7 +282,33 @@ fn validate_store(s: &StoreSection) -> Result<(), ConfigError> {
             s.kind != StoreKind::File || !s.file.path.as_os_str().is_empty(),
             "must name a file",
         ),
+        (
+            "store.miss_rate_per_client",
+            positive_rate(s.miss_rate_per_client),
+            RATE,
+        ),
+        (
+            "store.miss_rate_total",
+            positive_rate(s.miss_rate_total),
+            RATE,
+        ),
+        (
+            "store.miss_burst_per_client",
+            s.miss_burst_per_client > 0,
+            "must be above zero",
+        ),
+        (
+            "store.miss_burst_total",
+            s.miss_burst_total > 0,
+            "must be above zero",
+        ),
     ])
+}
+
+const RATE: &str = "must be a number above zero";
+
+fn positive_rate(rate: f64) -> bool {
+    rate.is_finite() && rate > 0.0
 }
 
 /// The first of `checks` (key, holds, reason) that does not hold, as the error naming its key.

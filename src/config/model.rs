@@ -172,6 +172,13 @@ pub struct StoreSection {
     /// Age of the last good table past which `/readyz` fails.
     #[serde(with = "humantime_serde")]
     pub max_staleness: Duration,
+    /// Store reads per second, and at once, for sessions missing from memory that one client
+    /// address (IPv6: its /64) may cause; past it, `rate_limited` (429).
+    pub miss_rate_per_client: f64,
+    pub miss_burst_per_client: u32,
+    /// The same for the whole process, whoever asks.
+    pub miss_rate_total: f64,
+    pub miss_burst_total: u32,
     pub file: FileStoreSection,
     pub dynamodb: DynamoDbSection,
 }
@@ -183,6 +190,10 @@ impl Default for StoreSection {
             refresh_interval: Duration::from_secs(5),
             negative_ttl: Duration::from_secs(2),
             max_staleness: Duration::from_secs(120),
+            miss_rate_per_client: 5.0,
+            miss_burst_per_client: 20,
+            miss_rate_total: 100.0,
+            miss_burst_total: 200,
             file: FileStoreSection::default(),
             dynamodb: DynamoDbSection::default(),
         }

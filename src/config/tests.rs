@@ -51,6 +51,26 @@ fn semantic_errors_name_the_key() {
 }
 
 #[test]
+fn miss_budgets_take_whole_or_fractional_rates_above_zero() {
+    let cfg = load_str("[store]\nmiss_rate_per_client = 2\nmiss_rate_total = 0.5\n").unwrap();
+    let limits = cfg.store.miss_limits();
+    assert_eq!(limits.per_client.per_second, 2.0);
+    assert_eq!(limits.total.per_second, 0.5);
+    assert_eq!((limits.per_client.burst, limits.total.burst), (20, 200));
+    for (toml, key) in [
+        ("miss_rate_per_client = 0", "store.miss_rate_per_client"),
+        ("miss_rate_total = -1.0", "store.miss_rate_total"),
+        ("miss_burst_per_client = 0", "store.miss_burst_per_client"),
+        ("miss_burst_total = 0", "store.miss_burst_total"),
+    ] {
+        let err = load_str(&format!("[store]\n{toml}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with(&format!("key `{key}`")), "{err}");
+    }
+}
+
+#[test]
 fn allowlist_entries_that_admit_nothing_are_refused() {
     for entry in [
         "169.254.0.0/16",

@@ -161,9 +161,14 @@ impl FastPath {
         let Ok(target) = classify(&self.routing, &parts) else {
             return Next::Delegate(Handoff::NotRouted);
         };
+        let requester = headers::requester(peer, trusted_peer, req.all("x-forwarded-for"));
         let resolver = &self.shared.resolver;
-        let Resolution::Ready(upstream) = resolver.resolve(&target.client, &target.thread).await
-        else {
+        let resolution = resolver
+            .resolve(&target.client, &target.thread, requester)
+            .await;
+        // Pingora's proxy resolves again and answers: a refused miss took no token here, so it
+        // is counted there alone.
+        let Resolution::Ready(upstream) = resolution else {
             return Next::Delegate(Handoff::NotRouted);
         };
         if self.shared.health.is_unhealthy(upstream.addr) {

@@ -24,6 +24,7 @@ pub(super) fn resolution_outcome(resolution: &Resolution) -> Outcome {
         Resolution::Starting => Outcome::ContainerStarting,
         Resolution::Stopped => Outcome::ContainerStopped,
         Resolution::StoreUnavailable => Outcome::StoreUnavailable,
+        Resolution::RateLimited(_) => Outcome::RateLimited,
         Resolution::Forbidden(_) => Outcome::ForbiddenUpstream,
     }
 }

@@ -100,6 +100,16 @@ pub fn forwarded_from(
     }
 }
 
+/// The client address a request's store misses are charged to (see [`headers::requester`]).
+pub fn requester_from(
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    trusted_peer: bool,
+) -> Option<IpAddr> {
+    let sent = req.headers.get_all(&X_FORWARDED_FOR).iter();
+    headers::requester(peer, trusted_peer, sent.map(HeaderValue::as_bytes))
+}
+
 /// Sets X-Forwarded-For/-Proto/-Host/-Prefix on the upstream request, replacing whatever the
 /// client sent (see [`Forwarded`] for what a trusted balancer keeps).
 pub fn set_forwarding_headers(

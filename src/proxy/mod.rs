@@ -8,8 +8,8 @@ mod lifecycle;
 mod respond;
 mod response;
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use http::header::{HOST, REFERER, SET_COOKIE};
@@ -18,7 +18,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::access_log::{AccessLog, AccessRecord};
+use crate::access_log::AccessLog;
 use crate::config::{Routing, Upstream};
 use crate::downstream::DownstreamLimits;
 use crate::drain::Draining;
@@ -33,8 +33,8 @@ use crate::upstream::PeerFactory;
 
 use crate::headers::{affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
 use headers::{
-    cookie_value, drop_unnamed_upgrade, forwarded_from, request_kind, set_forwarding_headers,
-    strip_cookie,
+    cookie_value, drop_unnamed_upgrade, forwarded_from, request_kind, requester_from,
+    set_forwarding_headers, strip_cookie,
 };
 use respond::write_answer;
 use response::ResponseRules;
@@ -115,13 +115,18 @@ impl SessionProxy {
 
     /// Where the request came from, for the forwarding headers and the cookie's Secure flag.
     fn forwarded<'s>(&self, session: &'s Session) -> Forwarded<'s> {
+        let (peer, trusted) = self.peer(session);
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        forwarded_from(session.req_header(), peer, trusted, tls)
+    }
+
+    /// The address that connected, and whether it is a balancer whose X-Forwarded-* is believed.
+    fn peer(&self, session: &Session) -> (Option<IpAddr>, bool) {
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let trusted = peer.is_some_and(|ip| self.limits.trusts(ip));
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        forwarded_from(session.req_header(), peer, trusted, tls)
+        (peer, peer.is_some_and(|ip| self.limits.trusts(ip)))
     }
 
     /// Keeps the client connection alive for its next request, except once this process is
@@ -137,34 +142,6 @@ impl SessionProxy {
         } else if session.get_keepalive().is_some() {
             session.set_keepalive(Some(self.limits.keepalive.as_secs().max(1)));
         }
-    }
-
-    fn log_access(
-        &self,
-        session: &Session,
-        ctx: &RequestCtx,
-        outcome: Outcome,
-        status: u16,
-        elapsed: Duration,
-    ) {
-        // Checked first so that nothing is formatted when access logging is off.
-        if !AccessLog::enabled() {
-            return;
-        }
-        let req = session.req_header();
-        self.shared.access_log.record(&AccessRecord {
-            outcome,
-            status,
-            method: req.method.as_str(),
-            host: req
-                .headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("-"),
-            path: req.uri.path(),
-            elapsed,
-            upstream: ctx.upstream.as_ref().map(|u| u.addr),
-        });
     }
 }
 
@@ -192,13 +169,19 @@ impl ProxyHttp for SessionProxy {
                 return self.answer(session, ctx, outcome, answer).await;
             }
         };
-        let resolution = self
-            .shared
-            .resolver
-            .resolve(&target.client, &target.thread)
+        let (peer, trusted) = self.peer(session);
+        let requester = requester_from(session.req_header(), peer, trusted);
+        let resolver = &self.shared.resolver;
+        let resolution = resolver
+            .resolve(&target.client, &target.thread, requester)
             .await;
         let outcome = resolution_outcome(&resolution);
         match resolution {
+            Resolution::RateLimited(scope) => {
+                self.shared.metrics.miss_limited(scope);
+                let answer = pages::answer(outcome, ctx.kind);
+                return self.answer(session, ctx, outcome, answer).await;
+            }
             Resolution::Ready(upstream) if self.shared.health.is_unhealthy(upstream.addr) => {
                 let outcome = Outcome::ContainerUnhealthy;
                 return self

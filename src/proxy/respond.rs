@@ -1,10 +1,16 @@
-//! Writes the router's own answers to the client.
+//! Writes the router's own answers to the client, and every request's access-log line.
 
+use std::time::Duration;
+
+use http::header::HOST;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
+use super::{RequestCtx, SessionProxy};
+use crate::access_log::{AccessLog, AccessRecord};
+use crate::outcome::Outcome;
 use crate::pages::Answer;
 
 /// Sends `answer` as the complete response. Every self-made answer is `no-store`: a page saying
@@ -30,4 +36,34 @@ pub async fn write_answer(session: &mut Session, answer: Answer) -> Result<()> {
         session.write_response_body(Some(answer.body), true).await?;
     }
     Ok(())
+}
+
+impl SessionProxy {
+    pub(super) fn log_access(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        outcome: Outcome,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        // Checked first so that nothing is formatted when access logging is off.
+        if !AccessLog::enabled() {
+            return;
+        }
+        let req = session.req_header();
+        self.shared.access_log.record(&AccessRecord {
+            outcome,
+            status,
+            method: req.method.as_str(),
+            host: req
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("-"),
+            path: req.uri.path(),
+            elapsed,
+            upstream: ctx.upstream.as_ref().map(|u| u.addr),
+        });
+    }
 }

@@ -2,12 +2,15 @@
 //! task, read without locks or awaits on the request path, with a read-through cache behind it for
 //! sessions the snapshot does not know yet.
 
+mod miss_limit;
 mod ownership;
+mod read_through;
 mod refresh;
 mod resolver;
 
 use std::sync::Arc;
 
+pub use miss_limit::{MissBudget, MissLimits, MissScope};
 pub use refresh::Refresher;
 pub use resolver::{Resolution, Resolver, ResolverSettings};
 

@@ -161,6 +161,7 @@ mod tests {
             negative_ttl: Duration::from_secs(2),
             max_staleness,
             policy: AddressPolicy::new(vec![]),
+            miss_limits: crate::config::StoreSection::default().miss_limits(),
         }
     }
 

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
-use moka::future::Cache;
-use moka::Expiry;
 
+use super::miss_limit::{MissLimiter, MissLimits, MissScope};
 use super::ownership::{self, RefusalLog};
+use super::read_through::{Asker, MissError, ReadThrough};
 use super::RouteTable;
 use crate::config::SessionKeyTemplate;
 use crate::metrics::{LookupResult, Metrics};
@@ -27,6 +27,9 @@ pub enum Resolution {
     Starting,
     Stopped,
     StoreUnavailable,
+    /// Not in memory, and the store read it needs is over the requester's or the process's
+    /// budget.
+    RateLimited(MissScope),
     /// The store named an address outside the allowlist.
     Forbidden(IpAddr),
 }
@@ -39,26 +42,8 @@ pub struct ResolverSettings {
     pub negative_ttl: Duration,
     pub max_staleness: Duration,
     pub policy: AddressPolicy,
+    pub miss_limits: MissLimits,
 }
-
-/// Read-through entries live until the next full refresh replaces them; "absent" ones only for
-/// the negative TTL, so a session created a moment later is found soon.
-struct ReadThroughExpiry {
-    positive: Duration,
-    negative: Duration,
-}
-
-impl<K, V> Expiry<K, Option<V>> for ReadThroughExpiry {
-    fn expire_after_create(&self, _: &K, value: &Option<V>, _: Instant) -> Option<Duration> {
-        Some(if value.is_some() {
-            self.positive
-        } else {
-            self.negative
-        })
-    }
-}
-
-type ReadThrough<V> = Cache<Box<str>, Option<V>>;
 
 /// A session re-read from the store after its container could not be reached, newer than the
 /// table until a full load that started after it replaces the table.
@@ -75,6 +60,7 @@ pub struct Resolver {
     healed: ArcSwap<HashMap<Box<str>, Healed>>,
     sessions: ReadThrough<SessionRecord>,
     containers: ReadThrough<ContainerRecord>,
+    misses: MissLimiter,
     store: Arc<dyn RouteStore>,
     metrics: Arc<Metrics>,
     settings: ResolverSettings,
@@ -87,13 +73,7 @@ pub struct Resolver {
 }
 
 fn read_through<V: Clone + Send + Sync + 'static>(s: &ResolverSettings) -> ReadThrough<V> {
-    Cache::builder()
-        .max_capacity(100_000)
-        .expire_after(ReadThroughExpiry {
-            positive: s.refresh_interval * 2,
-            negative: s.negative_ttl,
-        })
-        .build()
+    ReadThrough::new(s.refresh_interval * 2, s.negative_ttl)
 }
 
 fn now_epoch_ms() -> u64 {
@@ -113,6 +93,7 @@ impl Resolver {
             healed: ArcSwap::from_pointee(HashMap::new()),
             sessions: read_through(&settings),
             containers: read_through(&settings),
+            misses: MissLimiter::new(settings.miss_limits),
             store,
             metrics,
             settings,
@@ -214,8 +195,19 @@ impl Resolver {
             .is_some_and(|age| age > self.settings.refresh_interval * 2)
     }
 
-    /// Finds where a session's requests go.
-    pub async fn resolve(&self, client: &str, thread: &str) -> Resolution {
+    /// Finds where a session's requests go. A session not in memory costs a store read, charged
+    /// to `requester` (the client address; see [`crate::headers::requester`]).
+    pub async fn resolve(
+        &self,
+        client: &str,
+        thread: &str,
+        requester: Option<IpAddr>,
+    ) -> Resolution {
+        let asker = Asker {
+            limiter: &self.misses,
+            requester,
+            metrics: &self.metrics,
+        };
         let key = self.session_key(client, thread);
         let now_ms = now_epoch_ms();
         let healed = self.healed.load();
@@ -230,17 +222,20 @@ impl Resolver {
                 self.count_hit(now_ms);
                 s.clone()
             }
-            None => match self.read_through_session(&key).await {
+            None => match self.read_through_session(&key, &asker).await {
                 Ok(Some(s)) => s,
                 Ok(None) => return Resolution::Unknown,
-                Err(_) => return Resolution::StoreUnavailable,
+                Err(e) => return unanswered(&e),
             },
         };
         let container = match table.container(&session.container_id) {
             Some(c) => Some(c.clone()),
-            None => match self.read_through_container(&session.container_id).await {
+            None => match self
+                .read_through_container(&session.container_id, &asker)
+                .await
+            {
                 Ok(c) => c,
-                Err(_) => return Resolution::StoreUnavailable,
+                Err(e) => return unanswered(&e),
             },
         };
         self.decide(&key, client, thread, session, container, now_ms)
@@ -342,52 +337,21 @@ impl Resolver {
     async fn read_through_session(
         &self,
         key: &str,
-    ) -> Result<Option<SessionRecord>, Arc<StoreError>> {
+        asker: &Asker<'_>,
+    ) -> Result<Option<SessionRecord>, Arc<MissError>> {
         let store = &self.store;
-        self.read_through(&self.sessions, key, "get_session", || {
-            store.get_session(key)
-        })
-        .await
+        let fetch = || self.call_store("get_session", store.get_session(key));
+        self.sessions.get(key, asker, fetch).await
     }
 
     async fn read_through_container(
         &self,
         id: &str,
-    ) -> Result<Option<ContainerRecord>, Arc<StoreError>> {
+        asker: &Asker<'_>,
+    ) -> Result<Option<ContainerRecord>, Arc<MissError>> {
         let store = &self.store;
-        self.read_through(&self.containers, id, "get_container", || {
-            store.get_container(id)
-        })
-        .await
-    }
-
-    /// Serves from the read-through cache, or makes the one store call that all concurrent
-    /// requests for this key wait on. Errors are not cached: the next request tries again.
-    async fn read_through<V, F, Fut>(
-        &self,
-        cache: &ReadThrough<V>,
-        key: &str,
-        op: &'static str,
-        fetch: F,
-    ) -> Result<Option<V>, Arc<StoreError>>
-    where
-        V: Clone + Send + Sync + 'static,
-        F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Option<V>, StoreError>>,
-    {
-        if let Some(hit) = cache.get(key).await {
-            let result = if hit.is_some() {
-                LookupResult::Hit
-            } else {
-                LookupResult::NegativeHit
-            };
-            self.metrics.lookup(result);
-            return Ok(hit);
-        }
-        self.metrics.lookup(LookupResult::Miss);
-        cache
-            .try_get_with(key.into(), self.call_store(op, fetch()))
-            .await
+        let fetch = || self.call_store("get_container", store.get_container(id));
+        self.containers.get(id, asker, fetch).await
     }
 
     /// One store call, timed and counted.
@@ -404,5 +368,13 @@ impl Resolver {
             log::warn!("store {op} failed: {e}");
         }
         result
+    }
+}
+
+/// The answer when a key missing from memory could not be read.
+fn unanswered(e: &MissError) -> Resolution {
+    match e {
+        MissError::Limited(scope) => Resolution::RateLimited(*scope),
+        MissError::Store(_) => Resolution::StoreUnavailable,
     }
 }

@@ -14,6 +14,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod logs_and_probe;
+mod miss_rate;
 mod outcomes;
 mod routing;
 mod session_keys;

@@ -110,6 +110,8 @@ pub struct RouterOptions {
     pub listen_extra: String,
     /// Extra keys of the [routing] section, e.g. `session_key`.
     pub routing_extra: String,
+    /// Extra keys of the [store] section, e.g. the miss budgets.
+    pub store_extra: String,
     /// Extra TOML appended to the generated router.toml (sections not already written).
     pub extra_toml: String,
     pub refresh_interval: &'static str,
@@ -134,6 +136,7 @@ impl Default for RouterOptions {
         RouterOptions {
             listen_extra: String::new(),
             routing_extra: String::new(),
+            store_extra: String::new(),
             extra_toml: String::new(),
             refresh_interval: "200ms",
             negative_ttl: "200ms",
@@ -189,6 +192,7 @@ kind = "{kind}"
 refresh_interval = "{refresh}"
 negative_ttl = "{negative}"
 max_staleness = "{staleness}"
+{store_extra}
 
 [store.file]
 path = "{sessions}"
@@ -226,6 +230,7 @@ allowed_cidrs = {cidrs}
             extra = opts.extra_toml,
             listen_extra = opts.listen_extra,
             routing_extra = opts.routing_extra,
+            store_extra = opts.store_extra,
             health = opts.health_toml,
         );
         std::fs::write(dir.path().join("router.toml"), toml).expect("write router.toml");
