@@ -15,7 +15,7 @@ use crate::access_log::{AccessLog, AccessLogFlusher, DEFAULT_BUFFER_BYTES};
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
-use crate::downstream::{Admission, DownstreamLimits};
+use crate::downstream::{Admission, DownstreamLimits, MemoryRelease};
 use crate::drain::{DrainWatcher, Draining};
 use crate::fastpath::{Engine, FastPath, PoolSweeper, UpstreamPool};
 use crate::health::{Health, HealthChecker};
@@ -149,6 +149,10 @@ fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
         config.listen.max_connections,
         config.listen.max_connections_per_client,
         shared.metrics.client_connections.clone(),
+    ));
+    server.add_service(background_service(
+        "memory release",
+        MemoryRelease::new(admission.clone()),
     ));
     let pool = Arc::new(UpstreamPool::new(config.upstream.idle_timeout));
     let engine = Engine {

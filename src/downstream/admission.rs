@@ -35,6 +35,8 @@ pub struct Admission {
     max: usize,
     max_per_client: usize,
     open: AtomicUsize,
+    /// Most connections open at once since [`Admission::take_peak`] last asked.
+    peak: AtomicUsize,
     /// Open connections by client address; an address leaves the map with its last connection,
     /// so the map is never larger than the connections open.
     per_client: Mutex<HashMap<IpAddr, usize, foldhash::fast::RandomState>>,
@@ -54,6 +56,7 @@ impl Admission {
             max,
             max_per_client,
             open: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
             per_client: Mutex::default(),
         }
     }
@@ -61,10 +64,12 @@ impl Admission {
     /// Admits a connection from `client`, counted against that address unless it is `None` (a
     /// trusted balancer, whose connections carry many clients).
     pub fn admit(self: &Arc<Self>, client: Option<IpAddr>) -> Result<Admitted, Refused> {
-        if self.open.fetch_add(1, Ordering::AcqRel) >= self.max {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if before >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refused::Full);
         }
+        self.peak.fetch_max(before + 1, Ordering::AcqRel);
         self.gauge.inc();
         let mut admitted = Admitted {
             admission: self.clone(),
@@ -86,6 +91,12 @@ impl Admission {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
+    }
+
+    /// The most connections open at once since the last call; starts the next count at the
+    /// connections open now.
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.open(), Ordering::AcqRel)
     }
 
     fn lock(
@@ -139,9 +150,17 @@ mod tests {
         assert_eq!(admission.admit(None).unwrap_err(), Refused::Full);
         drop(first);
         assert_eq!(admission.open(), 2);
-        let _again = admission.admit(Some(a)).unwrap();
+        let again = admission.admit(Some(a)).unwrap();
         assert_eq!(admission.open(), 3);
         assert_eq!(admission.gauge.get(), 3);
+        assert_eq!(admission.take_peak(), 3);
+        drop(again);
+        assert_eq!(
+            admission.take_peak(),
+            3,
+            "the next count starts at those open then"
+        );
+        assert_eq!(admission.take_peak(), 2);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 mod admission;
 mod head;
+mod release;
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use ipnet::IpNet;
 
 pub use admission::{Admission, Admitted, Refused};
 pub use head::{HeadLimit, HeadScan};
+pub use release::MemoryRelease;
 
 use crate::config::ListenSection;
 

@@ -32,6 +32,9 @@ pub(super) struct Client {
     /// When the head being read must be complete; `None` while the connection is idle.
     head_deadline: Option<Instant>,
     scan: HeadScan,
+    /// Bytes of `buf` known to hold no blank line, so no complete head: a head trickled in
+    /// pieces is parsed once it can be complete, not again on every read.
+    searched: usize,
 }
 
 /// Why a connection ends without an answer from either engine.
@@ -78,6 +81,7 @@ impl ServerApp for FastPath {
             // A new connection has head_timeout for its first head, as nginx gives it.
             head_deadline: Some(Instant::now() + self.limits.head_timeout),
             scan: HeadScan::default(),
+            searched: 0,
         };
         self.run(client, shutdown).await;
         None
@@ -109,6 +113,7 @@ impl FastPath {
             }
             client.scan = HeadScan::default();
             client.head_deadline = None;
+            client.searched = 0;
         }
     }
 
@@ -116,7 +121,11 @@ impl FastPath {
     async fn serve(&self, client: &mut Client, scratch: &mut Scratch) -> Next {
         loop {
             let mut parsed = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
-            let own = if self.own_path {
+            let ready = may_hold_a_head(&client.buf, client.searched);
+            client.searched = client.buf.len();
+            let own = if !ready {
+                Ok(None)
+            } else if self.own_path {
                 request::parse(&client.buf, &mut parsed)
             } else {
                 Err(request::Decline::NotPlain)
@@ -159,6 +168,10 @@ impl FastPath {
                     return next;
                 }
                 _ if head_end.is_some() => return Next::Delegate(Handoff::Declined),
+                // Reading on could only end in a head over the limit, after the buffer grew for it.
+                _ if client.buf.len() >= limits.max_head_size => {
+                    return Next::Stop(Stop::TooLarge(HeadLimit::Size))
+                }
                 _ => {}
             }
             if let Err(stop) = self.read_more(client).await {
@@ -255,6 +268,13 @@ impl FastPath {
     }
 }
 
+/// Whether `buf` may hold a whole head: a blank line (LF LF, or LF CR LF) at or after `from`.
+/// Only saves work; whether a head is complete is httparse's to say.
+fn may_hold_a_head(buf: &[u8], from: usize) -> bool {
+    let tail = &buf[from.saturating_sub(2)..];
+    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+}
+
 /// Writes the router's answer on a connection that closes after it, then reads and drops what
 /// the client still sends for a moment (a lingering close, as nginx does): closing a socket with
 /// unread bytes resets it, and the reset can destroy the answer before the client reads it.
@@ -278,3 +298,23 @@ async fn send_and_close(io: &mut TcpClient, answer: &Answer) {
 /// How long, and for how many reads, a refused client's remaining bytes are drained.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_READS: usize = 16;
+
+#[cfg(test)]
+mod tests {
+    use super::may_hold_a_head;
+
+    #[test]
+    fn a_head_may_be_whole_only_once_a_blank_line_came() {
+        let head = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+        let mut searched = 0;
+        for end in 1..head.len() {
+            assert!(!may_hold_a_head(&head[..end], searched), "at {end}");
+            searched = end;
+        }
+        assert!(
+            may_hold_a_head(head, searched),
+            "the last byte completes it"
+        );
+        assert!(may_hold_a_head(b"GET / HTTP/1.1\nHost: h\n\n", 0));
+    }
+}
