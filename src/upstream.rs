@@ -94,7 +94,13 @@ fn refusal(ip: IpAddr) -> Option<IpNet> {
     if ip == V6_LOOPBACK {
         return None;
     }
-    ALWAYS_REFUSED.into_iter().find(|range| range.contains(&ip))
+    // Checked on every routed request: ranges of the other family are skipped unexamined.
+    let same_family = |range: &&IpNet| matches!(range, IpNet::V4(_)) == ip.is_ipv4();
+    ALWAYS_REFUSED
+        .iter()
+        .filter(same_family)
+        .find(|range| range.contains(&ip))
+        .copied()
 }
 
 /// An IPv6 range inside `::ffff:0:0/96` as the IPv4 range it maps; any other range unchanged.

@@ -32,9 +32,6 @@ pub(super) struct Client {
     /// When the head being read must be complete; `None` while the connection is idle.
     head_deadline: Option<Instant>,
     scan: HeadScan,
-    /// Bytes of `buf` known to hold no blank line, so no complete head: a head trickled in
-    /// pieces is parsed once it can be complete, not again on every read.
-    searched: usize,
 }
 
 /// Why a connection ends without an answer from either engine.
@@ -46,6 +43,8 @@ pub(super) enum Stop {
     HeadTimeout,
     /// The head broke a size limit: answered 431.
     TooLarge(HeadLimit),
+    /// The head ended where httparse does not see it end: answered 400.
+    Malformed,
 }
 
 #[async_trait]
@@ -81,7 +80,6 @@ impl ServerApp for FastPath {
             // A new connection has head_timeout for its first head, as nginx gives it.
             head_deadline: Some(Instant::now() + self.limits.head_timeout),
             scan: HeadScan::default(),
-            searched: 0,
         };
         self.run(client, shutdown).await;
         None
@@ -113,71 +111,46 @@ impl FastPath {
             }
             client.scan = HeadScan::default();
             client.head_deadline = None;
-            client.searched = 0;
         }
     }
 
     /// Reads the next request head under the limits and serves it, or says who should.
     async fn serve(&self, client: &mut Client, scratch: &mut Scratch) -> Next {
+        let limits = &self.limits;
         loop {
-            let mut parsed = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
-            let ready = may_hold_a_head(&client.buf, client.searched);
-            client.searched = client.buf.len();
-            let own = if !ready {
-                Ok(None)
-            } else if self.own_path {
-                request::parse(&client.buf, &mut parsed)
-            } else {
-                Err(request::Decline::NotPlain)
-            };
-            let head_len = match &own {
-                Ok(Some(req)) => Ok(Some(req.head_len)),
-                Ok(None) => Ok(None),
-                Err(_) => request::head_len(&client.buf),
-            };
-            let head_end = match head_len {
-                Ok(end) => end,
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Next::Stop(Stop::TooLarge(HeadLimit::Size))
-                }
-                // Malformed: Pingora answers it as it answers any malformed request.
-                Err(_) => Some(client.buf.len()),
-            };
-            let head = &client.buf[..head_end.unwrap_or(client.buf.len())];
-            let limits = &self.limits;
-            if let Err(limit) = client
+            match client
                 .scan
-                .check(head, limits.max_head_line, limits.max_head_size)
+                .scan(&client.buf, limits.max_head_line, limits.max_head_size)
             {
-                return Next::Stop(Stop::TooLarge(limit));
-            }
-            match own {
-                Ok(Some(req)) => {
-                    let next = self
-                        .serve_request(
-                            &req,
-                            client.peer,
-                            client.trusted_peer,
-                            &mut client.io,
-                            scratch,
-                        )
-                        .await;
-                    if !matches!(next, Next::Delegate(_)) {
-                        client.buf.advance(head_end.unwrap_or_default());
-                    }
-                    return next;
-                }
-                _ if head_end.is_some() => return Next::Delegate(Handoff::Declined),
-                // Reading on could only end in a head over the limit, after the buffer grew for it.
-                _ if client.buf.len() >= limits.max_head_size => {
-                    return Next::Stop(Stop::TooLarge(HeadLimit::Size))
-                }
-                _ => {}
+                Err(limit) => return Next::Stop(Stop::TooLarge(limit)),
+                Ok(Some(_)) => break,
+                Ok(None) => {}
             }
             if let Err(stop) = self.read_more(client).await {
                 return Next::Stop(stop);
             }
         }
+        if !self.own_path {
+            return hand_over(&client.buf);
+        }
+        let mut parsed = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+        let Ok(Some(req)) = request::parse(&client.buf, &mut parsed) else {
+            return hand_over(&client.buf);
+        };
+        let head_len = req.head_len;
+        let next = self
+            .serve_request(
+                &req,
+                client.peer,
+                client.trusted_peer,
+                &mut client.io,
+                scratch,
+            )
+            .await;
+        if !matches!(next, Next::Delegate(_)) {
+            client.buf.advance(head_len);
+        }
+        next
     }
 
     /// Reads more of a request head: within the keep-alive timeout while the connection is
@@ -228,7 +201,12 @@ impl FastPath {
     }
 
     async fn stop(&self, client: &mut Client, stop: Stop) {
-        let limits = &self.shared.metrics.client_limits;
+        let metrics = &self.shared.metrics;
+        let limits = &metrics.client_limits;
+        if matches!(stop, Stop::TooLarge(_) | Stop::Malformed) {
+            // A request, if a broken one: counted among the requests, with no time worth timing.
+            metrics.observe_request(Outcome::BadRequest, 0.0);
+        }
         match stop {
             Stop::Done => {}
             Stop::HeadTimeout => limits.with_label_values(&["head_timeout"]).inc(),
@@ -238,6 +216,10 @@ impl FastPath {
                     status: 431,
                     ..pages::answer(Outcome::BadRequest, RequestKind::Asset)
                 };
+                send_and_close(&mut client.io, &answer).await;
+            }
+            Stop::Malformed => {
+                let answer = pages::answer(Outcome::BadRequest, RequestKind::Asset);
                 send_and_close(&mut client.io, &answer).await;
             }
         }
@@ -268,11 +250,16 @@ impl FastPath {
     }
 }
 
-/// Whether `buf` may hold a whole head: a blank line (LF LF, or LF CR LF) at or after `from`.
-/// Only saves work; whether a head is complete is httparse's to say.
-fn may_hold_a_head(buf: &[u8], from: usize) -> bool {
-    let tail = &buf[from.saturating_sub(2)..];
-    tail.windows(2).any(|w| w == b"\n\n") || tail.windows(3).any(|w| w == b"\n\r\n")
+/// A complete head the router's own path does not take goes to Pingora's proxy, which parses
+/// it again and answers it, unless httparse would have Pingora read on past it (with Pingora's
+/// own, looser limits): a head with more headers than Pingora takes, or one that httparse does
+/// not see ending where its blank line is.
+fn hand_over(buf: &[u8]) -> Next {
+    match request::head_len(buf) {
+        Err(httparse::Error::TooManyHeaders) => Next::Stop(Stop::TooLarge(HeadLimit::Size)),
+        Ok(None) => Next::Stop(Stop::Malformed),
+        Ok(Some(_)) | Err(_) => Next::Delegate(Handoff::Declined),
+    }
 }
 
 /// Writes the router's answer on a connection that closes after it, then reads and drops what
@@ -298,23 +285,3 @@ async fn send_and_close(io: &mut TcpClient, answer: &Answer) {
 /// How long, and for how many reads, a refused client's remaining bytes are drained.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_READS: usize = 16;
-
-#[cfg(test)]
-mod tests {
-    use super::may_hold_a_head;
-
-    #[test]
-    fn a_head_may_be_whole_only_once_a_blank_line_came() {
-        let head = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
-        let mut searched = 0;
-        for end in 1..head.len() {
-            assert!(!may_hold_a_head(&head[..end], searched), "at {end}");
-            searched = end;
-        }
-        assert!(
-            may_hold_a_head(head, searched),
-            "the last byte completes it"
-        );
-        assert!(may_hold_a_head(b"GET / HTTP/1.1\nHost: h\n\n", 0));
-    }
-}
