@@ -82,25 +82,31 @@ pub fn dead_entry(net: IpNet) -> Option<IpNet> {
     if net.contains(&V6_LOOPBACK) {
         return None;
     }
-    ALWAYS_REFUSED
-        .into_iter()
-        .find(|range| range.contains(&net))
+    always_refused().find(|range| range.contains(&net))
 }
 
 /// The always-refused range an address lies in. The address must already be canonical.
+/// Checked on every routed request, so each family is checked against its own ranges only.
 fn refusal(ip: IpAddr) -> Option<IpNet> {
-    // `::1` lies inside `::/96` but embeds no IPv4 address: it is loopback, which (like
-    // 127.0.0.0/8) only a listed range lets in.
-    if ip == V6_LOOPBACK {
-        return None;
+    match ip {
+        IpAddr::V4(v4) => REFUSED_V4
+            .iter()
+            .find(|r| r.contains(&v4))
+            .map(|r| IpNet::V4(*r)),
+        // `::1` lies inside `::/96` but embeds no IPv4 address: it is loopback, which (like
+        // 127.0.0.0/8) only a listed range lets in.
+        IpAddr::V6(v6) if v6 == Ipv6Addr::LOCALHOST => None,
+        IpAddr::V6(v6) => REFUSED_V6
+            .iter()
+            .find(|r| r.contains(&v6))
+            .map(|r| IpNet::V6(*r)),
     }
-    // Checked on every routed request: ranges of the other family are skipped unexamined.
-    let same_family = |range: &&IpNet| matches!(range, IpNet::V4(_)) == ip.is_ipv4();
-    ALWAYS_REFUSED
-        .iter()
-        .filter(same_family)
-        .find(|range| range.contains(&ip))
-        .copied()
+}
+
+/// Every always-refused range, of both families.
+fn always_refused() -> impl Iterator<Item = IpNet> {
+    let v4 = REFUSED_V4.into_iter().map(IpNet::V4);
+    v4.chain(REFUSED_V6.into_iter().map(IpNet::V6))
 }
 
 /// An IPv6 range inside `::ffff:0:0/96` as the IPv4 range it maps; any other range unchanged.
@@ -121,13 +127,17 @@ const V6_LOOPBACK: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 /// an IPv4 address are refused whole: a tunnel or translator would carry the connection to
 /// that IPv4 address (metadata, loopback) without it passing the IPv4 rules, and no container
 /// is addressed that way. IPv4-mapped addresses need no entry: they are canonicalized first.
-const ALWAYS_REFUSED: [IpNet; 14] = [
+const REFUSED_V4: [Ipv4Net; 4] = [
     // This network (RFC 791), with the unspecified 0.0.0.0, which Linux connects to loopback.
     v4([0, 0, 0, 0], 8),
     // Link-local: instance metadata, ECS task metadata, the VPC's DNS and NTP.
     v4([169, 254, 0, 0], 16),
     v4([224, 0, 0, 0], 4),
     v4([255, 255, 255, 255], 32),
+];
+
+/// The always-refused IPv6 ranges; see [`REFUSED_V4`].
+const REFUSED_V6: [Ipv6Net; 10] = [
     // Unspecified, listed before the range that holds it so it is named as itself.
     v6([0, 0, 0, 0, 0, 0, 0, 0], 128),
     // IPv4-compatible `::a.b.c.d` (deprecated, RFC 4291), except `::1` (see `refusal`).
@@ -146,16 +156,13 @@ const ALWAYS_REFUSED: [IpNet; 14] = [
     v6([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0], 32),
 ];
 
-const fn v4(o: [u8; 4], len: u8) -> IpNet {
-    IpNet::V4(Ipv4Net::new_assert(
-        Ipv4Addr::new(o[0], o[1], o[2], o[3]),
-        len,
-    ))
+const fn v4(o: [u8; 4], len: u8) -> Ipv4Net {
+    Ipv4Net::new_assert(Ipv4Addr::new(o[0], o[1], o[2], o[3]), len)
 }
 
-const fn v6(s: [u16; 8], len: u8) -> IpNet {
+const fn v6(s: [u16; 8], len: u8) -> Ipv6Net {
     let addr = Ipv6Addr::new(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]);
-    IpNet::V6(Ipv6Net::new_assert(addr, len))
+    Ipv6Net::new_assert(addr, len)
 }
 
 /// Builds Pingora peers from configured timeouts.
