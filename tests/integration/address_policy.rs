@@ -95,6 +95,7 @@ fn start_isolated(sessions: &str) -> IsolatedRouter {
 /// there reach the router, and nothing else.
 fn in_router_netns<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + 'static) -> T {
     std::thread::spawn(move || {
+        wait_for_own_netns(pid);
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("router's netns");
         // SAFETY: setns on a valid descriptor changes this thread's namespace only.
         let joined = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -103,6 +104,24 @@ fn in_router_netns<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + '
     })
     .join()
     .expect("netns thread")
+}
+
+/// Waits (up to 5 s) until the child has left this process's network namespace: right after
+/// the spawn, `unshare` may not have made its own yet.
+fn wait_for_own_netns(pid: u32) {
+    let ours = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .ok()
+        .as_ref()
+        == Some(&ours)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the router never left this network namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The status of a plain GET, or `None` when nothing answered.
