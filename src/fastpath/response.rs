@@ -19,6 +19,10 @@ const NOT_FORWARDED: [&str; 5] = [
     "te",
     "upgrade",
 ];
+/// Headers that say where the body the client gets ends: kept even when the container's
+/// Connection header names them, or the client would read the body to the close of a
+/// connection the router keeps, and the next response with it.
+const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -190,9 +194,10 @@ pub fn write_client_head(
         // A 101's Connection and Upgrade say what the connection becomes: passed as they came.
         let switching = resp.is_switch()
             && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection"));
+        let framing = FRAMING.iter().any(|n| name.eq_ignore_ascii_case(n));
         if !switching
             && (NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n))
-                || resp.listed_in_connection(name))
+                || (resp.listed_in_connection(name) && !framing))
         {
             continue;
         }

@@ -129,6 +129,30 @@ fn the_client_head_drops_hop_by_hop_and_adds_the_routers() {
     );
 }
 
+/// A Connection header naming the framing headers does not take them away: the client would
+/// read the body to the close of a connection the router keeps for the next response.
+#[test]
+fn a_connection_header_never_drops_the_framing() {
+    let cases: [(&[u8], &str); 2] = [
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: content-length, x-hop\r\nX-Hop: 1\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+    ];
+    for (head, client_head) in cases {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
+        assert!(resp.keep_alive);
+        let mut out = Vec::new();
+        write_client_head(&mut out, &resp, &NO_COOKIES, false);
+        assert_eq!(String::from_utf8(out).unwrap(), client_head);
+    }
+}
+
 #[test]
 fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
     let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
