@@ -75,6 +75,11 @@ pub fn parse<'h, 'b>(
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err(BadResponse::Unparsed);
     };
+    // httparse reads any three digits; `011` is no status (RFC 9110 section 15), as Pingora
+    // finds.
+    if status < 100 {
+        return Err(BadResponse::Unparsed);
+    }
     if status == 101 && !upgrade_asked {
         return Err(BadResponse::Switch);
     }

@@ -281,8 +281,9 @@ fn a_connection_header_drops_hop_by_hop_headers_but_never_the_framing() {
 
 #[test]
 fn unusable_container_heads_get_the_routers_502() {
-    let cases: [&[u8]; 3] = [
+    let cases: [&[u8]; 4] = [
         b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+        b"HTTP/1.1 011 OK\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nraw",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
     ];

@@ -93,6 +93,15 @@ fn unusable_responses_are_refused() {
         parse(switch, &mut headers, false, false).unwrap_err(),
         BadResponse::Switch
     );
+    for status in ["000", "011", "099"] {
+        let head = format!("HTTP/1.1 {status} Switching Protocols\r\nContent-Length: 0\r\n\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert_eq!(
+            parse(head.as_bytes(), &mut headers, false, true).unwrap_err(),
+            BadResponse::Unparsed,
+            "{status}"
+        );
+    }
     for length in ["+5", "-1", "5 5", "0x5", "", "5, 6"] {
         let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
