@@ -299,6 +299,33 @@ fn unusable_container_heads_get_the_routers_502() {
     }
 }
 
+/// Blanks before a colon and folded values (RFC 9112 sections 5.1 and 5.2) are repaired on both
+/// engines alike, never passed on as they came.
+#[test]
+fn obsolete_header_syntax_is_repaired_alike() {
+    let malicious = b"HTTP/1.1 200 OK\r\nX-Folded: a,\r\n  b\r\nContent-Length : 2\r\n\r\nok";
+    for fast_path in ENGINES {
+        let answer = answer_to(fast_path, malicious);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "fast_path={fast_path}: {answer}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        assert!(
+            lower.contains("\r\nx-folded: a, b\r\n"),
+            "fast_path={fast_path}: {answer}"
+        );
+        assert!(
+            lower.contains("\r\ncontent-length: 2\r\n"),
+            "fast_path={fast_path}: {answer}"
+        );
+        assert!(
+            answer.ends_with("\r\n\r\nok"),
+            "fast_path={fast_path}: {answer}"
+        );
+    }
+}
+
 #[test]
 fn interim_answers_are_bounded() {
     let mut malicious = b"HTTP/1.1 102 Processing\r\n\r\n".repeat(50);

@@ -162,6 +162,37 @@ fn a_connection_header_never_drops_the_framing() {
     }
 }
 
+/// Blanks before a colon and values folded over lines are read, and passed on repaired, as
+/// Pingora's proxy reads and repairs them; the router's cookie stays the router's.
+#[test]
+fn obsolete_header_syntax_is_repaired_as_pingora_repairs_it() {
+    let head =
+        b"HTTP/1.1 200 OK\r\nX-Folded: a,\r\n  b\r\n\tc\r\nSet-Cookie:\r\n sr_session=t2\r\n\
+        Transfer-Encoding : chunked\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
+    assert_eq!(resp.framing, Framing::Chunked);
+    let own = ["sr_session".to_owned()];
+    let cookies = ClientCookies {
+        set: None,
+        own: &own,
+    };
+    let mut out = Vec::new();
+    write_client_head(&mut out, &resp, &cookies, false);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nX-Folded: a, b c\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for (value, repaired) in [
+        (&b"plain"[..], &b"plain"[..]),
+        (b"obs\r\n fold\r\n\t line", b"obs fold line"),
+        (b"a \r\n \r\n b", b"a b"),
+        (b"\r\n b", b"b"),
+    ] {
+        assert_eq!(&*unfolded(value), repaired, "{}", value.escape_ascii());
+    }
+}
+
 #[test]
 fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
     let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
