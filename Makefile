@@ -5,7 +5,7 @@ CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test deps build-deps lint check-config bench bench-load bench-profile bench-stalls bench-chart bench-flood \
-	fuzz-smoke fuzz e2e e2e-deps ops-deps ops-check image image-lint
+	fuzz-deps fuzz-smoke fuzz e2e e2e-deps ops-deps ops-check image image-lint
 
 run: deps
 	$(CARGO) run --release --
@@ -42,19 +42,28 @@ check-config:
 		./target/debug/session-router --config $$f -c conf/pingora.yaml -t || exit 1; \
 	done
 
-# The request parser under libFuzzer: 20 s in `make test`; `make fuzz` runs until stopped.
-# New inputs go to fuzz/corpus (ignored by git); fuzz/seeds is only read.
-FUZZ_RUN = $(CARGO) fuzz run route_request --dev --sanitizer none fuzz/corpus/route_request fuzz/seeds
+# The fuzz targets under libFuzzer (cargo-fuzz on the stable toolchain, no sanitizer):
+# route_request (request routing) and engines (both engines side by side, on real router
+# processes of the debug build, which is built first). `make test` runs each for
+# FUZZ_SMOKE_SECONDS; `make fuzz` for FUZZ_SECONDS each. New inputs go to fuzz/corpus/<target>
+# (ignored by git); fuzz/seeds/<target> is only read.
+FUZZ_SMOKE_SECONDS ?= 25
+FUZZ_ARGS_engines := -dict=fuzz/engines.dict -timeout=60
+FUZZ_RUN = SESSION_ROUTER_BIN=$(CURDIR)/target/debug/session-router $(CARGO) fuzz run $(1) \
+	--dev --sanitizer none fuzz/corpus/$(1) fuzz/seeds/$(1) -- $(FUZZ_ARGS_$(1)) -max_total_time=$(2)
 
-fuzz-smoke: deps
+fuzz-deps: deps
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	@mkdir -p fuzz/corpus/route_request
-	$(FUZZ_RUN) -- -max_total_time=20
+	$(CARGO) build --bin session-router
+	@mkdir -p fuzz/corpus/route_request fuzz/corpus/engines
 
-fuzz: deps
-	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	@mkdir -p fuzz/corpus/route_request
-	$(FUZZ_RUN) -- -max_total_time=$${FUZZ_SECONDS:-3600}
+fuzz-smoke: fuzz-deps
+	$(call FUZZ_RUN,route_request,$(FUZZ_SMOKE_SECONDS))
+	$(call FUZZ_RUN,engines,$(FUZZ_SMOKE_SECONDS))
+
+fuzz: fuzz-deps
+	$(call FUZZ_RUN,route_request,$${FUZZ_SECONDS:-3600})
+	$(call FUZZ_RUN,engines,$${FUZZ_SECONDS:-3600})
 
 bench: deps
 	$(CARGO) bench

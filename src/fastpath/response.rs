@@ -1,6 +1,7 @@
 //! Container responses on the router's own HTTP/1.1 path: how long the body is (RFC 9112
 //! section 6.3), whether the connection can be reused, and the head the client gets.
 
+use std::borrow::Cow;
 use std::io::Write;
 
 use crate::headers::sets_own_cookie;
@@ -19,6 +20,10 @@ const NOT_FORWARDED: [&str; 5] = [
     "te",
     "upgrade",
 ];
+/// Headers that say where the body the client gets ends: kept even when the container's
+/// Connection header names them, or the client would read the body to the close of a
+/// connection the router keeps, and the next response with it.
+const FRAMING: [&str; 2] = ["content-length", "transfer-encoding"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
@@ -63,7 +68,13 @@ pub fn parse<'h, 'b>(
     upgrade_asked: bool,
 ) -> Result<Option<Response<'h, 'b>>, BadResponse> {
     let mut resp = httparse::Response::new(headers);
-    let head_len = match resp.parse(buf) {
+    // What Pingora's proxy accepts of a container (RFC 9112 sections 5.1 and 5.2): blanks
+    // before a header's colon, and values folded over lines, which `unfolded` repairs.
+    let mut config = httparse::ParserConfig::default();
+    config
+        .allow_spaces_after_header_name_in_responses(true)
+        .allow_obsolete_multiline_headers_in_responses(true);
+    let head_len = match config.parse_response(&mut resp, buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(BadResponse::Unparsed),
@@ -71,6 +82,11 @@ pub fn parse<'h, 'b>(
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err(BadResponse::Unparsed);
     };
+    // httparse reads any three digits; `011` is no status (RFC 9110 section 15), as Pingora
+    // finds.
+    if status < 100 {
+        return Err(BadResponse::Unparsed);
+    }
     if status == 101 && !upgrade_asked {
         return Err(BadResponse::Switch);
     }
@@ -168,6 +184,34 @@ impl<'b> Response<'_, 'b> {
     }
 }
 
+/// A header value as Pingora passes it on (`pingora_http`'s `normalize_field_value`, RFC 9112
+/// section 5.2): each line folding, with the blanks around it, becomes one space, and a stray CR
+/// or NUL a space. Borrowed when there is none of them, as in every response but a folded one.
+pub fn unfolded(value: &[u8]) -> Cow<'_, [u8]> {
+    let stray = |b: &u8| matches!(b, b'\r' | b'\0');
+    if !value.iter().any(|b| *b == b'\n' || stray(b)) {
+        return Cow::Borrowed(value);
+    }
+    let spaced = |line: &[u8]| {
+        line.iter()
+            .map(|b| if stray(b) { b' ' } else { *b })
+            .collect()
+    };
+    let mut lines = value.split(|b| *b == b'\n');
+    let first = lines.next().unwrap_or_default();
+    if first.len() == value.len() {
+        return Cow::Owned(spaced(value));
+    }
+    let mut out: Vec<u8> = spaced(first.trim_ascii_end());
+    for line in lines.map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()) {
+        if !out.is_empty() {
+            out.push(b' ');
+        }
+        out.extend_from_slice(&spaced(line));
+    }
+    Cow::Owned(out)
+}
+
 /// The router's cookies in a response head: the one it sets, and the names a container may not.
 pub struct ClientCookies<'a> {
     pub set: Option<&'a str>,
@@ -190,21 +234,23 @@ pub fn write_client_head(
         // A 101's Connection and Upgrade say what the connection becomes: passed as they came.
         let switching = resp.is_switch()
             && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection"));
+        let framing = FRAMING.iter().any(|n| name.eq_ignore_ascii_case(n));
         if !switching
             && (NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n))
-                || resp.listed_in_connection(name))
+                || (resp.listed_in_connection(name) && !framing))
         {
             continue;
         }
         if resp.transfer_encoded && name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        if name.eq_ignore_ascii_case("set-cookie") && sets_own_cookie(h.value, cookies.own) {
+        let value = unfolded(h.value);
+        if name.eq_ignore_ascii_case("set-cookie") && sets_own_cookie(&value, cookies.own) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
+        out.extend_from_slice(&value);
         out.extend_from_slice(b"\r\n");
     }
     if let Some(cookie) = cookies.set {

@@ -237,10 +237,53 @@ fn a_response_framed_two_ways_loses_its_content_length() {
     }
 }
 
+/// A container's Connection header may name headers to drop on the way, but not the ones that
+/// say where its body ends: without them the client would read to the close of a connection
+/// the router keeps, and take the next request's answer for the rest of this body.
+#[test]
+fn a_connection_header_drops_hop_by_hop_headers_but_never_the_framing() {
+    let cases: [&[u8]; 2] = [
+        b"HTTP/1.1 200 OK\r\nConnection: content-length, x-hop\r\nX-Hop: 1\r\n\
+          Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nConnection: transfer-encoding, x-hop\r\nX-Hop: 1\r\n\
+          Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n\
+          2\r\nok\r\n0\r\n\r\n",
+    ];
+    for fast_path in ENGINES {
+        for malicious in cases {
+            let shown = String::from_utf8_lossy(malicious);
+            let stage = stage(fast_path, malicious.to_vec());
+            let mut conn = connect(stage.router.proxy);
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            get(&mut conn, "mal");
+            let (status, headers, body) = lenient_response(&mut reader).expect("an answer");
+            assert_eq!(
+                (status, &body[..]),
+                (200, &b"ok"[..]),
+                "fast_path={fast_path}: {shown}"
+            );
+            for hop in ["x-hop", "keep-alive", "upgrade"] {
+                assert!(
+                    !headers.iter().any(|h| h.starts_with(&format!("{hop}:"))),
+                    "fast_path={fast_path}: {hop} passed on: {headers:?}"
+                );
+            }
+            get(&mut conn, "t2");
+            let second = lenient_response(&mut reader).map(|(_, _, body)| body);
+            assert_eq!(
+                second.as_deref(),
+                Some(&b"t2-real"[..]),
+                "fast_path={fast_path}: {shown}"
+            );
+        }
+    }
+}
+
 #[test]
 fn unusable_container_heads_get_the_routers_502() {
-    let cases: [&[u8]; 3] = [
+    let cases: [&[u8]; 4] = [
         b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello",
+        b"HTTP/1.1 011 OK\r\nContent-Length: 2\r\n\r\nok",
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nraw",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
     ];
@@ -253,6 +296,33 @@ fn unusable_container_heads_get_the_routers_502() {
                 String::from_utf8_lossy(malicious)
             );
         }
+    }
+}
+
+/// Blanks before a colon and folded values (RFC 9112 sections 5.1 and 5.2) are repaired on both
+/// engines alike, never passed on as they came.
+#[test]
+fn obsolete_header_syntax_is_repaired_alike() {
+    let malicious = b"HTTP/1.1 200 OK\r\nX-Folded: a,\r\n  b\r\nContent-Length : 2\r\n\r\nok";
+    for fast_path in ENGINES {
+        let answer = answer_to(fast_path, malicious);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "fast_path={fast_path}: {answer}"
+        );
+        let lower = answer.to_ascii_lowercase();
+        assert!(
+            lower.contains("\r\nx-folded: a, b\r\n"),
+            "fast_path={fast_path}: {answer}"
+        );
+        assert!(
+            lower.contains("\r\ncontent-length: 2\r\n"),
+            "fast_path={fast_path}: {answer}"
+        );
+        assert!(
+            answer.ends_with("\r\n\r\nok"),
+            "fast_path={fast_path}: {answer}"
+        );
     }
 }
 

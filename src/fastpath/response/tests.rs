@@ -93,6 +93,15 @@ fn unusable_responses_are_refused() {
         parse(switch, &mut headers, false, false).unwrap_err(),
         BadResponse::Switch
     );
+    for status in ["000", "011", "099"] {
+        let head = format!("HTTP/1.1 {status} Switching Protocols\r\nContent-Length: 0\r\n\r\n");
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        assert_eq!(
+            parse(head.as_bytes(), &mut headers, false, true).unwrap_err(),
+            BadResponse::Unparsed,
+            "{status}"
+        );
+    }
     for length in ["+5", "-1", "5 5", "0x5", "", "5, 6"] {
         let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n");
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -127,6 +136,61 @@ fn the_client_head_drops_hop_by_hop_and_adds_the_routers() {
         "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\
          Set-Cookie: sr_session=t1; Path=/\r\nConnection: close\r\n\r\n"
     );
+}
+
+/// A Connection header naming the framing headers does not take them away: the client would
+/// read the body to the close of a connection the router keeps for the next response.
+#[test]
+fn a_connection_header_never_drops_the_framing() {
+    let cases: [(&[u8], &str); 2] = [
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: content-length, x-hop\r\nX-Hop: 1\r\nContent-Length: 5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nConnection: Transfer-Encoding\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ),
+    ];
+    for (head, client_head) in cases {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
+        assert!(resp.keep_alive);
+        let mut out = Vec::new();
+        write_client_head(&mut out, &resp, &NO_COOKIES, false);
+        assert_eq!(String::from_utf8(out).unwrap(), client_head);
+    }
+}
+
+/// Blanks before a colon and values folded over lines are read, and passed on repaired, as
+/// Pingora's proxy reads and repairs them; the router's cookie stays the router's.
+#[test]
+fn obsolete_header_syntax_is_repaired_as_pingora_repairs_it() {
+    let head =
+        b"HTTP/1.1 200 OK\r\nX-Folded: a,\r\n  b\r\n\tc\r\nSet-Cookie:\r\n sr_session=t2\r\n\
+        Transfer-Encoding : chunked\r\n\r\n";
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
+    assert_eq!(resp.framing, Framing::Chunked);
+    let own = ["sr_session".to_owned()];
+    let cookies = ClientCookies {
+        set: None,
+        own: &own,
+    };
+    let mut out = Vec::new();
+    write_client_head(&mut out, &resp, &cookies, false);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\nX-Folded: a, b c\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for (value, repaired) in [
+        (&b"plain"[..], &b"plain"[..]),
+        (b"obs\r\n fold\r\n\t line", b"obs fold line"),
+        (b"a \r\n \r\n b", b"a b"),
+        (b"\r\n b", b"b"),
+    ] {
+        assert_eq!(&*unfolded(value), repaired, "{}", value.escape_ascii());
+    }
 }
 
 #[test]
