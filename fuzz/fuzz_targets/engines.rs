@@ -15,6 +15,8 @@ mod client;
 mod container;
 #[path = "engines/input.rs"]
 mod input;
+#[path = "../../tests/integration/common/ports.rs"]
+mod ports;
 #[path = "engines/reading.rs"]
 mod reading;
 #[path = "engines/router.rs"]

@@ -9,13 +9,13 @@
 //! normal exit. The routers are started from the fuzz loop's own thread, which lives as long as
 //! the process.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::ports::{admin_status, free_port};
 
 /// How long a router may take to start and load its sessions.
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -178,45 +178,4 @@ fn spawn(dir: &Path) -> Child {
     }
     cmd.spawn()
         .unwrap_or_else(|e| panic!("spawn {}: {e} (build it with `cargo build --bin session-router`, or set SESSION_ROUTER_BIN)", binary().display()))
-}
-
-/// A port below the kernel's ephemeral range that is free now. Not `bind(0)`: a port found that
-/// way may be handed to an outgoing connection before the router binds it, and Pingora then
-/// retries it for 30 s. Each process starts at its own place in the range.
-fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    let (low, high) = fixed_port_range();
-    let span = u32::from(high - low);
-    let start = std::process::id().wrapping_mul(7_919) % span;
-    let _ = NEXT.compare_exchange(u32::MAX, start, Ordering::Relaxed, Ordering::Relaxed);
-    for _ in 0..span {
-        let port = low + (NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {low}..{high}");
-}
-
-/// The ports below the kernel's ephemeral range, down to half its start.
-fn fixed_port_range() -> (u16, u16) {
-    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-        .filter(|start| *start >= 4_096)
-        .unwrap_or(32_768);
-    (start / 2, start)
-}
-
-fn admin_status(admin: SocketAddr, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(&admin, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = [0u8; 12];
-    s.read_exact(&mut buf).ok()?;
-    std::str::from_utf8(&buf[9..12]).ok()?.parse().ok()
 }
