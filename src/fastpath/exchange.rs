@@ -303,7 +303,7 @@ impl Exchange {
         };
         if let Some(name) = &self.identity_header {
             if let Some(claimed) = head.header(name.as_str()) {
-                if crate::upstream::claims_another(upstream, &response::unfolded(claimed)) {
+                if crate::upstream::claims_another(upstream, &head.value(claimed)) {
                     return Err(Failure::Answer(Outcome::ContainerMismatch));
                 }
             }

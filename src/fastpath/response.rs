@@ -57,6 +57,9 @@ pub struct Response<'h, 'b> {
     connection: &'b [u8],
     /// Transfer-Encoding frames the body, so any Content-Length is not passed on.
     transfer_encoded: bool,
+    /// Some value is folded over lines (httparse lets no other CR or LF into a value), so
+    /// values are repaired as they are passed on; most heads have none to repair.
+    folded: bool,
 }
 
 /// Parses a response head from `buf`: `Ok(None)` until the head is complete. A 101 is accepted
@@ -136,6 +139,8 @@ pub fn parse<'h, 'b>(
         keep_alive: keep_alive && framing != Framing::UntilClose,
         connection,
         transfer_encoded: chunked.is_some(),
+        // One LF ends the status line, each header and the head; any other is a fold.
+        folded: memchr::memchr_iter(b'\n', &buf[..head_len]).count() > headers.len() + 2,
     }))
 }
 
@@ -168,6 +173,15 @@ impl<'b> Response<'_, 'b> {
 
     pub fn is_switch(&self) -> bool {
         self.status == 101
+    }
+
+    /// A header value as it is passed on: repaired when the head has folded values.
+    pub fn value<'v>(&self, raw: &'v [u8]) -> Cow<'v, [u8]> {
+        if self.folded {
+            unfolded(raw)
+        } else {
+            Cow::Borrowed(raw)
+        }
     }
 
     pub fn header(&self, name: &str) -> Option<&'b [u8]> {
@@ -234,17 +248,17 @@ pub fn write_client_head(
         // A 101's Connection and Upgrade say what the connection becomes: passed as they came.
         let switching = resp.is_switch()
             && (name.eq_ignore_ascii_case("upgrade") || name.eq_ignore_ascii_case("connection"));
-        let framing = FRAMING.iter().any(|n| name.eq_ignore_ascii_case(n));
+        let framing = || FRAMING.iter().any(|n| name.eq_ignore_ascii_case(n));
         if !switching
             && (NOT_FORWARDED.iter().any(|n| name.eq_ignore_ascii_case(n))
-                || (resp.listed_in_connection(name) && !framing))
+                || (resp.listed_in_connection(name) && !framing()))
         {
             continue;
         }
         if resp.transfer_encoded && name.eq_ignore_ascii_case("content-length") {
             continue;
         }
-        let value = unfolded(h.value);
+        let value = resp.value(h.value);
         if name.eq_ignore_ascii_case("set-cookie") && sets_own_cookie(&value, cookies.own) {
             continue;
         }
