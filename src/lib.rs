@@ -3,6 +3,7 @@
 //!
 //! The library holds everything; the binary only parses the command line and calls [`server`].
 
+pub mod access;
 pub mod access_log;
 pub mod admin;
 pub mod background;

@@ -1,0 +1,8 @@
+//! Private previews (contract section 1.6): who may open a session's preview. The editing app
+//! signs short-lived tokens; the router holds only public keys. This module is built up in
+//! steps; so far it verifies tokens ([`token`]). Grants, the request decision both engines call,
+//! and revocation come next.
+
+pub mod token;
+
+pub use token::{Claims, KeysError, TokenError, Verifier};
