@@ -1,9 +1,17 @@
-//! The command line: the router's own `--config` beside Pingora's standard flags.
+//! The command line: the router's own `--config` beside Pingora's standard flags, and the
+//! subcommands that make preview-link keys and tokens for operators and tests.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use pingora::server::configuration::Opt;
+
+use crate::access::mint::{self, Link};
+
+/// Environment variable holding the private key `token` signs with (base64 PKCS#8).
+pub const SIGNING_KEY_ENV: &str = "SESSION_ROUTER_SIGNING_KEY";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,4 +32,77 @@ pub struct Cli {
     /// Pingora's flags: -c PATH (server YAML), -d, -u, -t.
     #[command(flatten)]
     pub server: Opt,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make an Ed25519 key pair for signing preview links. Prints JSON: the private key (base64
+    /// PKCS#8, for the editing app's secret store) and the public JWK (for the router's JWKS).
+    Keys {
+        /// Key id that tokens signed with this key name.
+        #[arg(long)]
+        kid: String,
+    },
+    /// Mint a preview-link token as the editing app does, signed with the private key in
+    /// SESSION_ROUTER_SIGNING_KEY. Prints the token.
+    Token {
+        #[arg(long)]
+        client: String,
+        #[arg(long)]
+        thread: String,
+        /// Key id of the signing key, as in the router's JWKS.
+        #[arg(long)]
+        kid: String,
+        /// Lifetime, e.g. 5m.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The session's accessGeneration the token is for.
+        #[arg(long, default_value_t = 0)]
+        gen: u64,
+        #[arg(long, default_value = "session-router")]
+        audience: String,
+    },
+}
+
+/// Runs a subcommand: prints its result on stdout, or the reason it failed on stderr.
+pub fn run(command: &Command) -> ExitCode {
+    let out = match command {
+        Command::Keys { kid } => mint::new_key(kid).map(|key| key.to_string()),
+        Command::Token {
+            client,
+            thread,
+            kid,
+            ttl,
+            gen,
+            audience,
+        } => {
+            let Ok(private_key) = std::env::var(SIGNING_KEY_ENV) else {
+                eprintln!(
+                    "session-router: set {SIGNING_KEY_ENV} to the signing key (base64 PKCS#8)"
+                );
+                return ExitCode::from(2);
+            };
+            let link = Link {
+                audience,
+                client,
+                thread,
+                ttl: *ttl,
+                gen: *gen,
+            };
+            mint::token(&private_key, kid, &link)
+        }
+    };
+    match out {
+        Ok(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("session-router: {e}");
+            ExitCode::from(2)
+        }
+    }
 }

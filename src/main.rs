@@ -12,6 +12,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(command) = &cli.command {
+        return session_router::cli::run(command);
+    }
     if let Some(url) = &cli.probe {
         return match probe::probe(url, PROBE_TIMEOUT) {
             Ok(()) => ExitCode::SUCCESS,

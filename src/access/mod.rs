@@ -5,6 +5,7 @@
 //! next.
 
 pub mod grant;
+pub mod mint;
 pub mod token;
 
 pub use grant::{Grant, GrantError, Grants};

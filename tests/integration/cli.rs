@@ -104,3 +104,47 @@ fn every_shipped_config_validates() {
     let out = Command::new(common::bin()).arg("-t").output().unwrap();
     assert!(out.status.success(), "embedded default: {}", stderr(&out));
 }
+
+/// The operator's recipe end to end: `keys` makes a pair, `token` signs with its private half
+/// from the environment, and the router's verifier accepts the token with the public JWK.
+#[test]
+fn keys_and_token_subcommands_make_a_link_the_router_accepts() {
+    let keys = Command::new(common::bin())
+        .args(["keys", "--kid", "k1"])
+        .output()
+        .unwrap();
+    assert!(keys.status.success(), "{}", stderr(&keys));
+    let key: serde_json::Value = serde_json::from_slice(&keys.stdout).unwrap();
+    let token = Command::new(common::bin())
+        .args([
+            "token", "--client", "acme", "--thread", "t1", "--kid", "k1", "--gen", "4",
+        ])
+        .env(
+            "SESSION_ROUTER_SIGNING_KEY",
+            key["private_key"].as_str().unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{}", stderr(&token));
+    let token = String::from_utf8(token.stdout).unwrap();
+    let jwks = serde_json::json!({"keys": [key["jwk"]]}).to_string();
+    let verifier = session_router::access::Verifier::from_jwks(&jwks, "session-router").unwrap();
+    let claims = verifier.verify(token.trim(), "acme", "t1").unwrap();
+    assert_eq!(claims.gen, 4);
+    assert!(verifier.verify(token.trim(), "acme", "t2").is_err());
+}
+
+#[test]
+fn token_without_a_signing_key_says_which_variable_to_set() {
+    let out = Command::new(common::bin())
+        .args(["token", "--client", "acme", "--thread", "t1", "--kid", "k1"])
+        .env_remove("SESSION_ROUTER_SIGNING_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("SESSION_ROUTER_SIGNING_KEY"),
+        "{}",
+        stderr(&out)
+    );
+}
