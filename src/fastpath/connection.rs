@@ -134,8 +134,11 @@ impl FastPath {
             return hand_over(&client.buf);
         }
         let mut parsed = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
-        let Ok(Some(req)) = request::parse(&client.buf, &mut parsed) else {
-            return hand_over(&client.buf);
+        let req = match request::parse(&client.buf, &mut parsed) {
+            Ok(Some(req)) => req,
+            // Parsed whole: Pingora reads no further than this head.
+            Err(request::Decline::NotPlain) => return Next::Delegate(Handoff::Declined),
+            Ok(None) | Err(request::Decline::Unparsed) => return hand_over(&client.buf),
         };
         let head_len = req.head_len;
         let next = self
@@ -244,9 +247,7 @@ impl FastPath {
             body: Bytes::new(),
         };
         // No lingering here: a flood of refused connections must not hold descriptors longer.
-        let mut out = Vec::new();
-        answer.write_http1(&mut out, true);
-        let _ = tokio::time::timeout(LINGER, write_flushed(io, &out)).await;
+        let _ = tokio::time::timeout(LINGER, send(io, &answer)).await;
     }
 }
 
@@ -266,10 +267,8 @@ fn hand_over(buf: &[u8]) -> Next {
 /// the client still sends for a moment (a lingering close, as nginx does): closing a socket with
 /// unread bytes resets it, and the reset can destroy the answer before the client reads it.
 async fn send_and_close(io: &mut TcpClient, answer: &Answer) {
-    let mut out = Vec::new();
-    answer.write_http1(&mut out, true);
     let linger = async {
-        write_flushed(io, &out).await?;
+        send(io, answer).await?;
         io.shutdown().await?;
         let mut sink = [0u8; 4096];
         for _ in 0..LINGER_READS {
@@ -280,6 +279,13 @@ async fn send_and_close(io: &mut TcpClient, answer: &Answer) {
         std::io::Result::Ok(())
     };
     let _ = tokio::time::timeout(LINGER, linger).await;
+}
+
+/// Writes the router's answer, saying the connection closes after it.
+async fn send(io: &mut TcpClient, answer: &Answer) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    answer.write_http1(&mut out, true);
+    write_flushed(io, &out).await
 }
 
 /// How long, and for how many reads, a refused client's remaining bytes are drained.

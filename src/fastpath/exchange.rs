@@ -48,6 +48,8 @@ pub struct Ask<'a> {
     pub closing: bool,
     /// A WebSocket upgrade: a new connection, handed back on a 101.
     pub upgrade: bool,
+    /// When the request was read: interim answers are refused past the read timeout from it.
+    pub started: Instant,
 }
 
 /// How an exchange ended.
@@ -238,7 +240,6 @@ impl Exchange {
         client: &mut TcpClient,
         bufs: &mut Buffers,
     ) -> Result<Passed, Failure> {
-        let asked = Instant::now();
         let mut interims = 0;
         loop {
             let head = match self.take_head(upstream, ask, bufs)? {
@@ -251,7 +252,7 @@ impl Exchange {
             let status = head.status;
             if head.interim {
                 interims += 1;
-                if interims > self.max_interim || asked.elapsed() > self.read_timeout {
+                if interims > self.max_interim || ask.started.elapsed() > self.read_timeout {
                     return Err(Failure::Answer(Outcome::UpstreamUnreachable));
                 }
             }

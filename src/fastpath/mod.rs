@@ -214,6 +214,7 @@ impl FastPath {
             set_cookie: set_cookie.as_deref(),
             closing: req.close,
             upgrade: req.upgrade.is_some(),
+            started,
         };
         let done = self
             .exchange

@@ -59,7 +59,7 @@ pub struct SessionProxy {
     routing: Routing,
     /// Response header in which containers state their id, when configured.
     identity_header: Option<http::HeaderName>,
-    /// What a container's response head may not do: see [`SessionProxy::check_response`].
+    /// What a container's response head may not do: see [`ResponseRules::check`].
     response_rules: ResponseRules,
     peers: PeerFactory,
     limits: DownstreamLimits,
@@ -134,6 +134,7 @@ impl SessionProxy {
     /// `Connection: close`, so the client sends its next request on a new connection (to the
     /// new process, or another instance behind the balancer) rather than on one that this
     /// process is about to close under it.
+    ///
     /// Never turns keep-alive back on once Pingora turned it off (Connection: close, HTTP/1.0,
     /// or both Content-Length and Transfer-Encoding, after which RFC 9112 section 6.1 says close).
     fn apply_keepalive(&self, session: &mut Session) {
