@@ -10,31 +10,82 @@ use crate::routing::{Target, Via};
 
 /// The value of cookie `name` among a request's Cookie header values, if present.
 pub fn cookie_in<'h>(values: impl IntoIterator<Item = &'h [u8]>, name: &str) -> Option<&'h str> {
+    cookie_where(values, |n| n == name)
+}
+
+/// The value of the first cookie whose name `matches`.
+fn cookie_where<'h>(
+    values: impl IntoIterator<Item = &'h [u8]>,
+    matches: impl Fn(&str) -> bool,
+) -> Option<&'h str> {
     values
         .into_iter()
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .find_map(|pair| {
             let (n, v) = pair.trim().split_once('=')?;
-            (n == name).then_some(v.trim_matches('"'))
+            matches(n).then_some(v.trim_matches('"'))
         })
 }
 
-/// Whether a Cookie header value carries cookie `name`.
-pub fn has_cookie(value: &str, name: &str) -> bool {
-    value.split(';').any(|pair| is_cookie(pair, name))
+/// The names of the router's own cookies: the affinity cookie and every grant cookie
+/// (`{grant_cookie}_{thread}`). They are never forwarded to a container and no container may set
+/// them. Names are compared without regard to case, so no variant a browser might keep slips
+/// through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnCookies {
+    affinity: String,
+    /// The grant cookie prefix, `_` included.
+    grant_prefix: String,
 }
 
-fn is_cookie(pair: &str, name: &str) -> bool {
-    pair.trim().split_once('=').is_some_and(|(n, _)| n == name)
+impl OwnCookies {
+    pub fn new(affinity: &str, grant_cookie: &str) -> Self {
+        OwnCookies {
+            affinity: affinity.to_owned(),
+            grant_prefix: format!("{grant_cookie}_"),
+        }
+    }
+
+    pub fn owns(&self, name: &str) -> bool {
+        let prefix = self.grant_prefix.len();
+        name.eq_ignore_ascii_case(&self.affinity)
+            || (name.len() > prefix
+                && name.is_char_boundary(prefix)
+                && name[..prefix].eq_ignore_ascii_case(&self.grant_prefix))
+    }
+
+    /// The value of the grant cookie of `thread` among a request's Cookie header values.
+    pub fn grant_in<'h>(
+        &self,
+        values: impl IntoIterator<Item = &'h [u8]>,
+        thread: &str,
+    ) -> Option<&'h str> {
+        cookie_where(values, |n| n.strip_prefix(&self.grant_prefix) == Some(thread))
+    }
+
+    /// The name of the grant cookie of `thread`: one per thread, so that tabs on two threads of
+    /// one host (path mode) each keep their own.
+    pub fn grant_name(&self, thread: &str) -> String {
+        format!("{}{thread}", self.grant_prefix)
+    }
 }
 
-/// The pairs of a Cookie header value other than cookie `name`, trimmed, in order: what the dev
-/// server gets, since the router's cookie must never leak into app code.
-pub fn cookies_except<'v>(value: &'v str, name: &'v str) -> impl Iterator<Item = &'v str> {
+/// Whether a Cookie header value carries one of the router's own cookies.
+pub fn has_own_cookie(value: &str, own: &OwnCookies) -> bool {
+    value.split(';').any(|pair| is_own(pair, own))
+}
+
+fn is_own(pair: &str, own: &OwnCookies) -> bool {
+    pair.trim().split_once('=').is_some_and(|(n, _)| own.owns(n))
+}
+
+/// The pairs of a Cookie header value other than the router's own, trimmed, in order: what the
+/// dev server gets, since the router's cookies (affinity, grants) must never leak into app code.
+pub fn cookies_except<'v>(value: &'v str, own: &'v OwnCookies) -> impl Iterator<Item = &'v str> {
     value
         .split(';')
-        .filter(move |pair| !is_cookie(pair, name))
+        .filter(move |pair| !is_own(pair, own))
         .map(str::trim)
         .filter(|pair| !pair.is_empty())
 }
@@ -42,10 +93,9 @@ pub fn cookies_except<'v>(value: &'v str, name: &'v str) -> impl Iterator<Item =
 /// Whether a container's Set-Cookie value sets one of the router's own cookies (`own`), which a
 /// container may not: one thread's dev server must not steer the client's affinity or grants.
 /// Names are compared without regard to case, so no variant a browser might keep slips through.
-pub fn sets_own_cookie(value: &[u8], own: &[String]) -> bool {
+pub fn sets_own_cookie(value: &[u8], own: &OwnCookies) -> bool {
     // Lossy: a value that is not UTF-8 still names its cookie in ASCII.
-    cookie::Cookie::parse(String::from_utf8_lossy(value))
-        .is_ok_and(|c| own.iter().any(|name| c.name().eq_ignore_ascii_case(name)))
+    cookie::Cookie::parse(String::from_utf8_lossy(value)).is_ok_and(|c| own.owns(c.name()))
 }
 
 /// Navigations get pages and the affinity cookie; assets get short bodies.
@@ -213,12 +263,18 @@ mod tests {
 
     #[test]
     fn keeps_every_cookie_but_ours() {
-        let kept: Vec<&str> =
-            cookies_except("a=1; sr_session=t1; sr_session_x=2", "sr_session").collect();
-        assert_eq!(kept, ["a=1", "sr_session_x=2"]);
-        assert_eq!(cookies_except("sr_session=t1", "sr_session").count(), 0);
-        assert!(has_cookie("x=1; sr_session=t", "sr_session"));
-        assert!(!has_cookie("sr_session_x=1", "sr_session"));
+        let own = OwnCookies::new("sr_session", "sr_grant");
+        let sent = "a=1; sr_session=t1; sr_session_x=2; sr_grant_t1=g; SR_Grant_t2=g; sr_grant=3";
+        let kept: Vec<&str> = cookies_except(sent, &own).collect();
+        assert_eq!(kept, ["a=1", "sr_session_x=2", "sr_grant=3"]);
+        assert_eq!(cookies_except("sr_session=t1", &own).count(), 0);
+        assert!(has_own_cookie("x=1; sr_session=t", &own));
+        assert!(has_own_cookie("x=1; sr_grant_t9=g", &own));
+        assert!(!has_own_cookie("sr_session_x=1; sr_grant_=1", &own));
+        assert_eq!(own.grant_name("t1"), "sr_grant_t1");
+        let values: [&[u8]; 2] = [b"sr_grant_t10=x; a=1", b"sr_grant_t1=y"];
+        assert_eq!(own.grant_in(values, "t1"), Some("y"));
+        assert_eq!(own.grant_in(values, "t2"), None);
     }
 
     fn from(trusted_peer: bool) -> Forwarded<'static> {

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod background;
 pub mod cli;
 pub mod config;
+pub mod decide;
 pub mod downstream;
 pub mod drain;
 pub mod fastpath;

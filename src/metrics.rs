@@ -6,6 +6,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
+use crate::access::AccessResult;
 use crate::outcome::Outcome;
 use crate::table::MissScope;
 
@@ -49,6 +50,10 @@ pub struct Metrics {
     pub websocket_upgrades: IntCounterVec,
     pub websocket_replaced: IntCounter,
     pub websocket_shutdown: IntCounter,
+    /// Upgraded connections closed because their session's access was revoked.
+    pub websocket_revoked: IntCounter,
+    /// Access decisions by result.
+    access: Vec<IntCounter>,
     pub containers_unhealthy: IntGauge,
     pub health_checks: IntCounterVec,
     /// Requests the router's own HTTP/1.1 path served, or handed to Pingora's proxy and why.
@@ -110,7 +115,19 @@ impl Metrics {
             ),
             &["scope"],
         )?;
+        let access = IntCounterVec::new(
+            Opts::new(
+                "session_router_access_total",
+                "Access decisions for requests of known sessions (result: public, token, \
+                 grant, missing, invalid, expired, revoked)",
+            ),
+            &["result"],
+        )?;
         let m = Metrics {
+            access: AccessResult::ALL
+                .iter()
+                .map(|r| access.with_label_values(&[r.label()]))
+                .collect(),
             requests: Outcome::ALL
                 .iter()
                 .map(|o| requests.with_label_values(&[o.label()]))
@@ -171,6 +188,10 @@ impl Metrics {
                 "session_router_websocket_closed_on_shutdown_total",
                 "Upgraded connections asked to close (1001 Going Away) because the process shuts down",
             )?,
+            websocket_revoked: IntCounter::new(
+                "session_router_websocket_closed_on_revoke_total",
+                "Upgraded connections closed (1008) because their session's access was revoked",
+            )?,
             containers_unhealthy: IntGauge::new(
                 "session_router_containers_unhealthy",
                 "Containers currently failing their health checks",
@@ -208,6 +229,9 @@ impl Metrics {
         m.registry.register(Box::new(durations))?;
         m.registry.register(Box::new(lookups))?;
         m.registry.register(Box::new(misses_limited))?;
+        m.registry.register(Box::new(access))?;
+        m.registry
+            .register(Box::new(m.websocket_revoked.clone()))?;
         m.registry.register(Box::new(m.store_requests.clone()))?;
         m.registry.register(Box::new(m.store_durations.clone()))?;
         m.registry.register(Box::new(m.table_sessions.clone()))?;
@@ -246,6 +270,10 @@ impl Metrics {
 
     pub fn lookup(&self, result: LookupResult) {
         self.lookups[result as usize].inc();
+    }
+
+    pub fn access(&self, result: AccessResult) {
+        self.access[result as usize].inc();
     }
 
     pub fn miss_limited(&self, scope: MissScope) {

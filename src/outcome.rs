@@ -22,12 +22,14 @@ pub enum Outcome {
     /// The container answered with another container's identity: its address was reused.
     ContainerMismatch,
     BadRequest,
+    /// A private session, and the request has no valid grant (or link token) for it.
+    AccessDenied,
     /// The client went away before an answer could be written.
     ClientClosed,
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 15] = [
+    pub const ALL: [Outcome; 16] = [
         Outcome::Routed,
         Outcome::Redirect,
         Outcome::NotPreviewHost,
@@ -42,6 +44,7 @@ impl Outcome {
         Outcome::ForbiddenUpstream,
         Outcome::ContainerMismatch,
         Outcome::BadRequest,
+        Outcome::AccessDenied,
         Outcome::ClientClosed,
     ];
 
@@ -61,6 +64,7 @@ impl Outcome {
             Outcome::ForbiddenUpstream => "forbidden_upstream",
             Outcome::ContainerMismatch => "container_mismatch",
             Outcome::BadRequest => "bad_request",
+            Outcome::AccessDenied => "access_denied",
             Outcome::ClientClosed => "client_closed",
         }
     }
@@ -84,6 +88,7 @@ impl Outcome {
             | Outcome::ForbiddenUpstream
             | Outcome::ContainerMismatch => 502,
             Outcome::BadRequest => 400,
+            Outcome::AccessDenied => 401,
             Outcome::RateLimited => 429,
             Outcome::ClientClosed => 499,
         }

@@ -23,6 +23,8 @@ pub struct Answer {
     pub content_type: Option<&'static str>,
     pub retry_after: Option<u32>,
     pub location: Option<String>,
+    /// A cookie the answer sets: the grant of a link-token exchange.
+    pub set_cookie: Option<String>,
     pub body: Bytes,
 }
 
@@ -51,6 +53,7 @@ fn wording(outcome: Outcome) -> Wording {
         Outcome::UpstreamUnreachable => w("Preview unreachable", "The preview server for this session is not answering. Try again in a moment.", None, false),
         Outcome::ForbiddenUpstream | Outcome::ContainerMismatch => w("Preview unavailable", "This session's preview cannot be reached.", None, false),
         Outcome::BadRequest => w("Bad request", "The request could not be understood.", None, false),
+        Outcome::AccessDenied => w("This preview is private", "Open the preview from your editor: its link lets this browser in. A link works once and for a few minutes; if it has expired or was revoked, open the preview again from the editor.", None, false),
         _ => w("Not found", "Nothing is served at this address.", None, false),
     }
 }
@@ -73,7 +76,9 @@ fn html_page(w: &Wording) -> String {
 pub fn answer(outcome: Outcome, kind: RequestKind) -> Answer {
     let w = wording(outcome);
     let (content_type, body) = match (outcome, kind) {
-        (_, RequestKind::Upgrade) => (None, Bytes::new()),
+        (_, RequestKind::Upgrade) | (Outcome::AccessDenied, RequestKind::Asset) => {
+            (None, Bytes::new())
+        }
         // Not one of ours: no branded page for hosts the router does not serve.
         (Outcome::NotPreviewHost, _) | (_, RequestKind::Asset) => (
             Some("text/plain; charset=utf-8"),
@@ -88,6 +93,7 @@ pub fn answer(outcome: Outcome, kind: RequestKind) -> Answer {
         content_type,
         retry_after: w.retry_after,
         location: None,
+        set_cookie: None,
         body,
     }
 }
@@ -116,6 +122,9 @@ impl Answer {
         if let Some(location) = &self.location {
             let _ = write!(out, "Location: {location}\r\n");
         }
+        if let Some(cookie) = &self.set_cookie {
+            let _ = write!(out, "Set-Cookie: {cookie}\r\n");
+        }
         if close {
             out.extend_from_slice(b"Connection: close\r\n");
         }
@@ -131,6 +140,20 @@ pub fn redirect(location: String) -> Answer {
         content_type: None,
         retry_after: None,
         location: Some(location),
+        set_cookie: None,
+        body: Bytes::new(),
+    }
+}
+
+/// The answer to a preview link: 303 to the same URL without its token, with the grant the
+/// token was exchanged for, if it was valid.
+pub fn token_exchange(location: String, grant_cookie: Option<String>) -> Answer {
+    Answer {
+        status: 303,
+        content_type: None,
+        retry_after: None,
+        location: Some(location),
+        set_cookie: grant_cookie,
         body: Bytes::new(),
     }
 }
@@ -171,6 +194,18 @@ mod tests {
         assert!(answer(Outcome::RateLimited, RequestKind::Upgrade)
             .body
             .is_empty());
+    }
+
+    #[test]
+    fn access_denied_is_a_page_for_people_and_bare_for_the_rest() {
+        let page = answer(Outcome::AccessDenied, RequestKind::Navigation);
+        assert_eq!(page.status, 401);
+        let body = std::str::from_utf8(&page.body).unwrap();
+        assert!(body.contains("Open the preview from your editor"));
+        for kind in [RequestKind::Asset, RequestKind::Upgrade] {
+            let a = answer(Outcome::AccessDenied, kind);
+            assert_eq!((a.status, a.body.len(), a.content_type), (401, 0, None));
+        }
     }
 
     #[test]

@@ -11,17 +11,21 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use thiserror::Error;
 
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::access::{grant, Gate, Grants};
 use crate::access_log::{AccessLog, AccessLogFlusher, DEFAULT_BUFFER_BYTES};
 use crate::admin::AdminApp;
 use crate::cli::Cli;
-use crate::config::{Config, ConfigError, ConfigSource, StoreKind};
+use crate::config::{AccessConfig, Config, ConfigError, ConfigSource, StoreKind};
 use crate::downstream::{Admission, DownstreamLimits, MemoryRelease};
 use crate::drain::{DrainWatcher, Draining};
 use crate::fastpath::{Engine, FastPath, PoolSweeper, UpstreamPool};
+use crate::headers::OwnCookies;
 use crate::health::{Health, HealthChecker};
 use crate::metrics::Metrics;
 use crate::proxy::{SessionProxy, Shared};
-use crate::store::{DynamoDbStore, FileStore, RouteStore};
+use crate::store::{DynamoDbStore, FileStore, RouteStore, ShareLevel};
 use crate::table::{Refresher, Resolver, ResolverSettings};
 use crate::upgrades::{UpgradeWatcher, Upgrades};
 use crate::upstream::AddressPolicy;
@@ -37,6 +41,8 @@ pub enum StartError {
     Pingora(String),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("access: {0}")]
+    Access(String),
 }
 
 /// Loads and validates both configuration files.
@@ -52,6 +58,36 @@ pub fn load(cli: &Cli) -> Result<(Config, ServerConf), StartError> {
     }
     .map_err(|e| StartError::Pingora(e.to_string()))?;
     Ok((config, server_conf))
+}
+
+/// The access gate. Without a configured grant secret each process makes one up: grants then
+/// hold only on the router that issued them, which suits one router, not a fleet.
+fn build_gate(config: &AccessConfig, cookies: OwnCookies) -> Result<Gate, StartError> {
+    let verifier = config
+        .verifier()
+        .map_err(|e| StartError::Access(e.to_string()))?;
+    if verifier.is_none() && config.default == ShareLevel::Private {
+        log::warn!(
+            "access: no JWKS configured (access.jwks_path): private sessions cannot be opened"
+        );
+    }
+    let secret = match &config.grant_secret {
+        Some(secret) => secret.as_bytes().to_vec(),
+        None => {
+            log::warn!(
+                "access: SESSION_ROUTER__ACCESS__GRANT_SECRET is not set: grants are signed with \
+                 a key of this process only, and other routers of a fleet refuse them"
+            );
+            let mut secret = vec![0; grant::MIN_SECRET_BYTES];
+            SystemRandom::new()
+                .fill(&mut secret)
+                .map_err(|_| StartError::Access("no randomness for a grant secret".into()))?;
+            secret
+        }
+    };
+    let grants = Grants::new(&secret, config.grant_ttl)
+        .map_err(|e| StartError::Access(e.to_string()))?;
+    Ok(Gate::new(config.default, verifier, grants, cookies))
 }
 
 fn build_store(config: &Config) -> Result<Arc<dyn RouteStore>, StartError> {
@@ -94,10 +130,19 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         "health checks",
         HealthChecker::new(health.clone(), &config.health),
     );
+    let gate = Arc::new(build_gate(
+        &config.access,
+        config.routing.cookies.clone(),
+    )?);
     let upgrades = Arc::new(Upgrades::default());
     let watcher = background_service(
         "upgrade watcher",
-        UpgradeWatcher::new(upgrades.clone(), resolver.clone(), metrics.clone()),
+        UpgradeWatcher::new(
+            upgrades.clone(),
+            resolver.clone(),
+            gate.clone(),
+            metrics.clone(),
+        ),
     );
     let draining = Arc::new(Draining::default());
     let drain_watcher = background_service(
@@ -111,6 +156,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     );
     let shared = Shared {
         resolver: resolver.clone(),
+        gate,
         metrics: metrics.clone(),
         health,
         upgrades,

@@ -2,7 +2,9 @@
 //! session to another container or address, its connections to the old one are closed (1012,
 //! service restart), so the browser's dev client reconnects through the new route instead of
 //! talking to a dead container. When the process shuts down, each one is closed with 1001 (going
-//! away) instead of being cut when Pingora drops its tasks at the end of the grace period.
+//! away) instead of being cut when Pingora drops its tasks at the end of the grace period. When a
+//! session's access is revoked (its access generation raised, or it turned private), the
+//! connections it no longer lets in are closed with 1008 (policy violation).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,9 +16,10 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::access::{Admitted, Gate};
 use crate::metrics::Metrics;
 use crate::table::Resolver;
-use crate::ws_socket::{CloseHandle, GOING_AWAY, SERVICE_RESTART};
+use crate::ws_socket::{CloseHandle, GOING_AWAY, POLICY_VIOLATION, SERVICE_RESTART};
 
 /// How often the watcher checks whether routes changed; sockets to a replaced container close
 /// within about this long of the table change.
@@ -26,11 +29,25 @@ const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
 /// Well inside the grace period, which keeps the process (and these tasks) alive.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// What an upgraded connection is connected to, and how it was let in.
+#[derive(Debug, Clone)]
+pub struct Upgraded {
+    pub session_key: String,
+    pub container_id: Arc<str>,
+    pub addr: SocketAddr,
+    pub admitted: Admitted,
+}
+
 struct Entry {
-    session_key: String,
-    container_id: Arc<str>,
-    addr: SocketAddr,
+    upgraded: Upgraded,
     close: CloseHandle,
+}
+
+/// Connections closed by one sweep, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Closed {
+    pub replaced: usize,
+    pub revoked: usize,
 }
 
 #[derive(Default)]
@@ -42,20 +59,9 @@ pub struct Upgrades {
 
 impl Upgrades {
     /// Registers an upgraded connection; returns the id to [`Upgrades::remove`] it with.
-    pub fn register(
-        &self,
-        session_key: String,
-        container_id: Arc<str>,
-        addr: SocketAddr,
-        close: CloseHandle,
-    ) -> u64 {
+    pub fn register(&self, upgraded: Upgraded, close: CloseHandle) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let entry = Entry {
-            session_key,
-            container_id,
-            addr,
-            close,
-        };
+        let entry = Entry { upgraded, close };
         if let Ok(mut open) = self.open.lock() {
             open.insert(id, entry);
         }
@@ -68,26 +74,33 @@ impl Upgrades {
         }
     }
 
-    /// Closes every connection whose session now routes elsewhere (1012, service restart);
-    /// returns how many.
-    pub fn close_replaced(&self, resolver: &Resolver) -> usize {
+    /// Closes every connection whose session now routes elsewhere (1012, service restart) or no
+    /// longer lets it in (1008, policy violation).
+    pub fn close_changed(&self, resolver: &Resolver, gate: &Gate) -> Closed {
+        let mut closed = Closed::default();
         let Ok(mut open) = self.open.lock() else {
-            return 0;
+            return closed;
         };
-        let replaced: Vec<u64> = open
-            .iter()
-            .filter(|(_, e)| match resolver.current(&e.session_key) {
-                Some((container, addr)) => container != e.container_id || addr != Some(e.addr),
-                None => false,
-            })
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &replaced {
-            if let Some(entry) = open.remove(id) {
-                entry.close.close(SERVICE_RESTART);
+        let mut doomed: Vec<(u64, u16)> = Vec::new();
+        for (id, entry) in open.iter() {
+            let e = &entry.upgraded;
+            let Some(now) = resolver.current(&e.session_key) else {
+                continue;
+            };
+            if gate.revokes(now.access, e.admitted) {
+                closed.revoked += 1;
+                doomed.push((*id, POLICY_VIOLATION));
+            } else if now.container_id != e.container_id || now.addr != Some(e.addr) {
+                closed.replaced += 1;
+                doomed.push((*id, SERVICE_RESTART));
             }
         }
-        replaced.len()
+        for (id, code) in doomed {
+            if let Some(entry) = open.remove(&id) {
+                entry.close.close(code);
+            }
+        }
+        closed
     }
 
     /// Upgraded connections open now.
@@ -118,14 +131,21 @@ impl Upgrades {
 pub struct UpgradeWatcher {
     upgrades: Arc<Upgrades>,
     resolver: Arc<Resolver>,
+    gate: Arc<Gate>,
     metrics: Arc<Metrics>,
 }
 
 impl UpgradeWatcher {
-    pub fn new(upgrades: Arc<Upgrades>, resolver: Arc<Resolver>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        upgrades: Arc<Upgrades>,
+        resolver: Arc<Resolver>,
+        gate: Arc<Gate>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         UpgradeWatcher {
             upgrades,
             resolver,
+            gate,
             metrics,
         }
     }
@@ -148,10 +168,16 @@ impl BackgroundService for UpgradeWatcher {
                 continue;
             }
             seen = version;
-            let closed = self.upgrades.close_replaced(&self.resolver);
-            if closed > 0 {
-                log::info!("closed {closed} upgraded connections to replaced containers");
-                self.metrics.websocket_replaced.inc_by(closed as u64);
+            let closed = self.upgrades.close_changed(&self.resolver, &self.gate);
+            if closed.replaced > 0 {
+                let n = closed.replaced;
+                log::info!("closed {n} upgraded connections to replaced containers");
+                self.metrics.websocket_replaced.inc_by(n as u64);
+            }
+            if closed.revoked > 0 {
+                let n = closed.revoked;
+                log::info!("closed {n} upgraded connections whose access was revoked");
+                self.metrics.websocket_revoked.inc_by(n as u64);
             }
         }
     }

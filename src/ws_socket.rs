@@ -29,6 +29,8 @@ mod frames;
 
 /// Close code 1001: the endpoint is going away (the router is shutting down).
 pub const GOING_AWAY: u16 = 1001;
+/// Close code 1008: policy violation (the session's access was revoked).
+pub const POLICY_VIOLATION: u16 = 1008;
 /// Close code 1012: the service is restarting (the session moved to another container).
 pub const SERVICE_RESTART: u16 = 1012;
 

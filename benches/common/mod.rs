@@ -39,6 +39,7 @@ pub fn table(sessions: usize, generation: u32) -> RouteTable {
                 container_id: container.clone(),
                 client_id: Some(format!("client{}", i % CLIENTS).into()),
                 expires_at: None,
+                access: Default::default(),
             },
         );
         snap.containers.insert(
@@ -98,7 +99,8 @@ pub fn resolve(config: &Config, resolver: &Resolver, host: &str, path: &str) -> 
         cookie_thread: None,
     };
     let target = classify(&config.routing, &parts).expect("routable");
-    let resolution = poll_ready(resolver.resolve(&target.client, &target.thread, None));
+    let resolved = poll_ready(resolver.resolve(&target.client, &target.thread, None));
+    let resolution = resolved.resolution;
     assert!(matches!(resolution, Resolution::Ready(_)), "a table hit");
     resolution
 }

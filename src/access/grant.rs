@@ -89,6 +89,10 @@ impl Grants {
         })
     }
 
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// A grant for the session, from access generation `gen`, ending `ttl` from now: it
     /// outlives the link's short-lived token by design, and revocation ends it sooner.
     pub fn issue(&self, client: &str, thread: &str, gen: u64) -> String {

@@ -1,6 +1,7 @@
 //! The router's configuration: the TOML file model, environment overrides, and validation into
 //! the typed [`Config`] the rest of the crate reads.
 
+mod access;
 mod model;
 mod session_key;
 
@@ -12,12 +13,14 @@ use figment::Figment;
 use ipnet::IpNet;
 use thiserror::Error;
 
+pub use access::AccessConfig;
 pub use model::{
-    DynamoDbSection, FileStoreSection, HealthSection, ListenSection, LogFormat, LogSection,
+    AccessSection, DynamoDbSection, FileStoreSection, HealthSection, ListenSection, LogFormat, LogSection,
     RouterFile, RoutingSection, StoreKind, StoreSection, UpstreamSection,
 };
 pub use session_key::SessionKeyTemplate;
 
+use crate::headers::OwnCookies;
 use crate::routing::{HostPattern, PatternError};
 use crate::table::{MissBudget, MissLimits};
 
@@ -61,6 +64,7 @@ pub struct Config {
     pub upstream: Upstream,
     pub health: HealthSection,
     pub log: LogSection,
+    pub access: AccessConfig,
 }
 
 /// Routing settings with the host patterns compiled.
@@ -71,6 +75,9 @@ pub struct Routing {
     pub session_key: SessionKeyTemplate,
     pub container_port: u16,
     pub affinity_cookie: String,
+    /// The affinity cookie and the grant cookies: stripped from requests, refused from
+    /// containers.
+    pub cookies: OwnCookies,
     pub preserve_host: bool,
 }
 
@@ -103,7 +110,9 @@ impl Config {
 
     /// Turns the file model into the typed configuration, naming the key of the first problem.
     pub fn validate(file: RouterFile) -> Result<Config, ConfigError> {
-        let routing = validate_routing(file.routing)?;
+        let access = access::validate_access(file.access)?;
+        let mut routing = validate_routing(file.routing)?;
+        routing.cookies = OwnCookies::new(&routing.affinity_cookie, &access.grant_cookie);
         let upstream = validate_upstream(file.upstream)?;
         validate_store(&file.store)?;
         validate_listen(&file.listen)?;
@@ -120,6 +129,7 @@ impl Config {
             routing,
             store: file.store,
             upstream,
+            access,
         })
     }
 }
@@ -137,13 +147,6 @@ impl StoreSection {
                 burst: self.miss_burst_total,
             },
         }
-    }
-}
-
-impl Routing {
-    /// Names of the cookies the router sets itself, which no container may set.
-    pub fn own_cookies(&self) -> Vec<String> {
-        vec![self.affinity_cookie.clone()]
     }
 }
 
@@ -192,6 +195,7 @@ fn validate_routing(section: RoutingSection) -> Result<Routing, ConfigError> {
         host_patterns,
         session_key,
         container_port: section.container_port,
+        cookies: OwnCookies::new(&section.affinity_cookie, ""),
         affinity_cookie: section.affinity_cookie,
         preserve_host: section.preserve_host,
     })

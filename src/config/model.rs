@@ -17,6 +17,44 @@ pub struct RouterFile {
     pub upstream: UpstreamSection,
     pub health: HealthSection,
     pub log: LogSection,
+    pub access: AccessSection,
+}
+
+/// Private previews (contract section 1.6).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessSection {
+    /// Share level of a session whose item does not say: `private` or `public`.
+    pub default: String,
+    /// The `aud` claim a preview-link token must carry.
+    pub audience: String,
+    /// A JWKS file of the editing app's Ed25519 public keys.
+    pub jwks_path: Option<PathBuf>,
+    /// The same JWKS inline (an environment variable fed from a secret store); not with
+    /// `jwks_path`.
+    pub jwks: Option<String>,
+    /// How long a grant cookie lasts.
+    #[serde(with = "humantime_serde")]
+    pub grant_ttl: Duration,
+    /// Prefix of grant cookie names: the grant of thread T is cookie `{grant_cookie}_T`.
+    pub grant_cookie: String,
+    /// Key that signs grant cookies, shared by every router of the fleet; from the environment
+    /// (`SESSION_ROUTER__ACCESS__GRANT_SECRET`), never from a file in the repository.
+    pub grant_secret: Option<String>,
+}
+
+impl Default for AccessSection {
+    fn default() -> Self {
+        AccessSection {
+            default: "private".to_owned(),
+            audience: "session-router".to_owned(),
+            jwks_path: None,
+            jwks: None,
+            grant_ttl: Duration::from_secs(12 * 3600),
+            grant_cookie: "sr_grant".to_owned(),
+            grant_secret: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

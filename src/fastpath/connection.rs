@@ -244,6 +244,7 @@ impl FastPath {
             content_type: None,
             retry_after: Some(1),
             location: None,
+            set_cookie: None,
             body: Bytes::new(),
         };
         // No lingering here: a flood of refused connections must not hold descriptors longer.

@@ -18,6 +18,7 @@ use super::response::{self, ClientCookies, Framing};
 use super::write::write_client;
 use crate::config::Upstream;
 use crate::drain::Draining;
+use crate::headers::OwnCookies;
 use crate::outcome::Outcome;
 use crate::pages::{self, RequestKind};
 use crate::upstream::UpstreamTarget;
@@ -33,7 +34,7 @@ pub struct Exchange {
     identity_header: Option<http::HeaderName>,
     max_interim: u32,
     /// The router's cookie names, which a container's Set-Cookie may not use.
-    own_cookies: Vec<String>,
+    own_cookies: OwnCookies,
     /// Set from SIGQUIT or SIGTERM on: answers then close their connections.
     draining: Arc<Draining>,
 }
@@ -96,7 +97,7 @@ enum Broken {
 impl Exchange {
     pub fn new(
         upstream: &Upstream,
-        own_cookies: Vec<String>,
+        own_cookies: OwnCookies,
         pool: Arc<UpstreamPool>,
         draining: Arc<Draining>,
     ) -> Self {

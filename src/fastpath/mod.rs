@@ -37,7 +37,7 @@ use crate::headers::{self, affinity_cookie, forwarded_prefix, wants_affinity, Fo
 use crate::outcome::Outcome;
 use crate::proxy::{SessionProxy, Shared};
 use crate::routing::{classify, RequestParts};
-use crate::table::Resolution;
+use crate::decide::{Asked, Decision};
 use connection::{Client, Stop};
 use exchange::{Ask, Exchange, Exchanged};
 use request::{Request, Rewrite};
@@ -102,7 +102,7 @@ impl FastPath {
         let results = RESULTS.map(|r| shared.metrics.fast_path.with_label_values(&[r]));
         let exchange = Exchange::new(
             engine.upstream,
-            engine.routing.own_cookies(),
+            engine.routing.cookies.clone(),
             pool,
             shared.draining.clone(),
         );
@@ -161,21 +161,6 @@ impl FastPath {
         let Ok(target) = classify(&self.routing, &parts) else {
             return Next::Delegate(Handoff::NotRouted);
         };
-        let requester = headers::requester(peer, trusted_peer, req.all("x-forwarded-for"));
-        let resolver = &self.shared.resolver;
-        let resolution = resolver
-            .resolve(&target.client, &target.thread, requester)
-            .await;
-        // Pingora's proxy resolves again and answers: a refused miss took no token here, so it
-        // is counted there alone.
-        let Resolution::Ready(upstream) = resolution else {
-            return Next::Delegate(Handoff::NotRouted);
-        };
-        if self.shared.health.is_unhealthy(upstream.addr) {
-            return Next::Delegate(Handoff::NotRouted);
-        }
-        self.shared.health.note_used(upstream.addr);
-
         let kind = headers::request_kind(
             req.upgrade.is_some(),
             req.method == "GET",
@@ -193,6 +178,34 @@ impl FastPath {
             sent_host: req.header("x-forwarded-host"),
             host: Some(req.host.as_bytes()),
         };
+        let asked = Asked {
+            target: &target,
+            requester: headers::requester(peer, trusted_peer, req.all("x-forwarded-for")),
+            kind,
+            safe_method: req.method != "OPTIONS",
+            path: req.path(),
+            query: req.query(),
+            tls: forwarded.client_tls(),
+        };
+        let decision = self
+            .shared
+            .decide(&asked, |thread| {
+                self.routing.cookies.grant_in(req.all("cookie"), thread)
+            })
+            .await;
+        // Pingora's proxy decides again and answers: a refused miss took no token here, so it
+        // and the access decision are counted there alone.
+        let Decision::Forward {
+            upstream,
+            admitted,
+            access,
+        } = decision
+        else {
+            return Next::Delegate(Handoff::NotRouted);
+        };
+        self.shared.metrics.access(access);
+        self.shared.health.note_used(upstream.addr);
+
         let set_cookie = wants_affinity(&target, kind, cookie_thread)
             .then(|| affinity_cookie(cookie_name, &target.thread, forwarded.client_tls()));
         let container_host = (!self.routing.preserve_host).then(|| upstream.addr.to_string());
@@ -204,7 +217,7 @@ impl FastPath {
                 host: container_host.as_deref(),
                 forwarded,
                 prefix: forwarded_prefix(&target),
-                cookie: cookie_name,
+                cookies: &self.routing.cookies,
             },
         );
         let ask = Ask {
@@ -228,6 +241,7 @@ impl FastPath {
                     .shared
                     .resolver
                     .session_key(&target.client, &target.thread),
+                admitted,
                 upstream,
                 started,
                 line: upgrade::OwnedLine::of(req),

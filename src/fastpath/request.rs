@@ -4,7 +4,7 @@
 
 use std::io::Write;
 
-use crate::headers::{cookies_except, has_cookie, Forwarded, SessionPrefix};
+use crate::headers::{cookies_except, has_own_cookie, Forwarded, OwnCookies, SessionPrefix};
 
 /// Headers read per request; a request with more goes to Pingora.
 pub const MAX_HEADERS: usize = 64;
@@ -179,8 +179,8 @@ pub struct Rewrite<'a> {
     pub host: Option<&'a str>,
     pub forwarded: Forwarded<'a>,
     pub prefix: Option<SessionPrefix<'a>>,
-    /// The router's cookie, never sent on.
-    pub cookie: &'a str,
+    /// The router's cookies, never sent on.
+    pub cookies: &'a OwnCookies,
 }
 
 /// Writes the head to send to the container: the client's headers in their order and case, less
@@ -207,7 +207,7 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &Request<'_, '_>, rw: &Rewrit
                 continue;
             }
         } else if name.eq_ignore_ascii_case("cookie") {
-            write_cookie(out, name, h.value, rw.cookie);
+            write_cookie(out, name, h.value, rw.cookies);
             continue;
         }
         header_line(out, name, h.value);
@@ -237,12 +237,12 @@ fn header_line(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A Cookie header without the router's cookie, or nothing when that was all it held.
-fn write_cookie(out: &mut Vec<u8>, name: &str, value: &[u8], ours: &str) {
+/// A Cookie header without the router's cookies, or nothing when that was all it held.
+fn write_cookie(out: &mut Vec<u8>, name: &str, value: &[u8], ours: &OwnCookies) {
     let Ok(text) = std::str::from_utf8(value) else {
         return header_line(out, name, value);
     };
-    if !has_cookie(text, ours) {
+    if !has_own_cookie(text, ours) {
         return header_line(out, name, value);
     }
     let mut kept = cookies_except(text, ours).peekable();

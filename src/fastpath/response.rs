@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::io::Write;
 
-use crate::headers::sets_own_cookie;
+use crate::headers::{sets_own_cookie, OwnCookies};
 
 /// Headers read per response; a response with more is answered 502.
 pub const MAX_HEADERS: usize = 96;
@@ -229,7 +229,7 @@ pub fn unfolded(value: &[u8]) -> Cow<'_, [u8]> {
 /// The router's cookies in a response head: the one it sets, and the names a container may not.
 pub struct ClientCookies<'a> {
     pub set: Option<&'a str>,
-    pub own: &'a [String],
+    pub own: &'a OwnCookies,
 }
 
 /// Writes the head the client gets: the container's status and headers in their order and

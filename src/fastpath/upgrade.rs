@@ -9,7 +9,9 @@ use bytes::BytesMut;
 use super::exchange::Switched;
 use super::request::Request;
 use super::{tunnel, Client, FastPath, Line};
+use crate::access::Admitted;
 use crate::outcome::Outcome;
+use crate::upgrades;
 use crate::upstream::UpstreamTarget;
 
 /// A connection whose container has switched protocols, with what it needs once the request's
@@ -18,6 +20,7 @@ use crate::upstream::UpstreamTarget;
 pub struct Upgraded {
     pub switched: Switched,
     pub session_key: String,
+    pub admitted: Admitted,
     pub upstream: UpstreamTarget,
     pub started: Instant,
     pub line: OwnedLine,
@@ -47,6 +50,7 @@ impl FastPath {
         let Upgraded {
             switched,
             session_key,
+            admitted,
             upstream,
             started,
             line,
@@ -59,12 +63,16 @@ impl FastPath {
         let metrics = &self.shared.metrics;
         self.count_upgrade("ok");
         metrics.websocket_connections.inc();
-        let id = self.shared.upgrades.register(
+        let registered = upgrades::Upgraded {
             session_key,
-            upstream.container_id.clone(),
-            upstream.addr,
-            switched.socket.handle(),
-        );
+            container_id: upstream.container_id.clone(),
+            addr: upstream.addr,
+            admitted,
+        };
+        let id = self
+            .shared
+            .upgrades
+            .register(registered, switched.socket.handle());
         let idle = self.limits.websocket_idle;
         tunnel::run(&mut client.io, &from_client, switched, idle).await;
         self.shared.upgrades.remove(id);

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::access::Admitted;
 use crate::outcome::Outcome;
 use crate::pages::RequestKind;
 use crate::routing::Target;
@@ -16,6 +17,8 @@ pub struct RequestCtx {
     pub(super) kind: RequestKind,
     pub(super) target: Option<Target>,
     pub(super) upstream: Option<UpstreamTarget>,
+    /// How access let the request in, kept with its WebSocket for revocation.
+    pub(super) admitted: Admitted,
     pub(super) set_affinity: bool,
     pub(super) upgraded: bool,
     /// A connect failed and the one retry, with a fresh store read, is due.
@@ -37,6 +40,7 @@ impl RequestCtx {
             kind: RequestKind::Asset,
             target: None,
             upstream: None,
+            admitted: Admitted::Public,
             set_affinity: false,
             upgraded: false,
             retry_pending: false,

@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use pingora::Result;
 
-use crate::headers::{self, cookies_except, has_cookie, Forwarded, SessionPrefix};
+use crate::headers::{self, cookies_except, has_own_cookie, Forwarded, OwnCookies, SessionPrefix};
 use crate::pages::RequestKind;
 
 // Header names read on every request, parsed once: a lookup by `&str` parses and hashes the
@@ -41,20 +41,21 @@ pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers::cookie_in(headers.get_all(COOKIE).iter().map(|v| v.as_bytes()), name)
 }
 
-/// Removes cookie `name` from the forwarded request, dropping the header if nothing is left.
-pub fn strip_cookie(req: &mut RequestHeader, name: &str) {
+/// Removes the router's own cookies from the forwarded request, dropping the header if nothing
+/// is left.
+pub fn strip_own_cookies(req: &mut RequestHeader, own: &OwnCookies) {
     let values: Vec<&str> = req
         .headers
         .get_all(COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    if !values.iter().any(|v| has_cookie(v, name)) {
+    if !values.iter().any(|v| has_own_cookie(v, own)) {
         return;
     }
     let kept: Vec<String> = values
         .iter()
-        .map(|v| cookies_except(v, name).collect::<Vec<_>>().join("; "))
+        .map(|v| cookies_except(v, own).collect::<Vec<_>>().join("; "))
         .filter(|v| !v.is_empty())
         .collect();
     req.remove_header(&COOKIE);
@@ -168,15 +169,16 @@ mod tests {
     }
 
     #[test]
-    fn strips_only_our_cookie() {
-        let mut r = req(&["a=1; sr_session=t1; sr_session_x=2", "b=2"]);
-        strip_cookie(&mut r, "sr_session");
+    fn strips_only_our_cookies() {
+        let own = OwnCookies::new("sr_session", "sr_grant");
+        let mut r = req(&["a=1; sr_session=t1; sr_session_x=2", "b=2; sr_grant_t1=g"]);
+        strip_own_cookies(&mut r, &own);
         assert_eq!(cookies(&r), vec!["a=1; sr_session_x=2", "b=2"]);
-        let mut r = req(&["sr_session=t1"]);
-        strip_cookie(&mut r, "sr_session");
+        let mut r = req(&["sr_session=t1", "sr_grant_t1=g"]);
+        strip_own_cookies(&mut r, &own);
         assert!(cookies(&r).is_empty());
         let mut r = req(&["x=1"]);
-        strip_cookie(&mut r, "sr_session");
+        strip_own_cookies(&mut r, &own);
         assert_eq!(cookies(&r), vec!["x=1"]);
     }
 

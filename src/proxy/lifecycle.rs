@@ -5,9 +5,10 @@
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 
-use super::decide::{log_forbidden, resolution_outcome};
 use super::{RequestCtx, SessionProxy};
+use crate::decide::{log_forbidden, resolution_outcome};
 use crate::outcome::Outcome;
+use crate::upgrades::Upgraded;
 use crate::table::Resolution;
 use crate::upstream::claims_another;
 
@@ -23,10 +24,13 @@ impl SessionProxy {
             .shared
             .resolver
             .session_key(&target.client, &target.thread);
-        let id =
-            self.shared
-                .upgrades
-                .register(key, upstream.container_id.clone(), upstream.addr, close);
+        let upgraded = Upgraded {
+            session_key: key,
+            container_id: upstream.container_id.clone(),
+            addr: upstream.addr,
+            admitted: ctx.admitted,
+        };
+        let id = self.shared.upgrades.register(upgraded, close);
         ctx.upgrade_id = Some(id);
     }
 

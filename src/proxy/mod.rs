@@ -2,7 +2,6 @@
 //! session's container to recording how it ended.
 
 mod ctx;
-mod decide;
 mod headers;
 mod lifecycle;
 mod respond;
@@ -12,12 +11,14 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::header::{HOST, REFERER, SET_COOKIE};
+use http::header::{COOKIE, HOST, REFERER, SET_COOKIE};
+use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::access::Gate;
 use crate::access_log::AccessLog;
 use crate::config::{Routing, Upstream};
 use crate::downstream::DownstreamLimits;
@@ -27,26 +28,29 @@ use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
 use crate::routing::{classify, Reject, RequestParts, Target};
-use crate::table::{Resolution, Resolver};
+use crate::decide::{reject_outcome, Asked, Decision};
+use crate::table::Resolver;
 use crate::upgrades::Upgrades;
 use crate::upstream::PeerFactory;
 
 use crate::headers::{affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
 use headers::{
     cookie_value, drop_unnamed_upgrade, forwarded_from, request_kind, requester_from,
-    set_forwarding_headers, strip_cookie,
+    set_forwarding_headers, strip_own_cookies,
 };
 use respond::write_answer;
 use response::ResponseRules;
 
 pub use ctx::RequestCtx;
-use decide::{log_forbidden, reject_outcome, resolution_outcome, retry_reason};
+
 
 /// The process-wide state the proxy reads and feeds, shared with the admin listener and the
 /// background services.
 #[derive(Clone)]
 pub struct Shared {
     pub resolver: Arc<Resolver>,
+    /// Who may see which session's preview.
+    pub gate: Arc<Gate>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub upgrades: Arc<Upgrades>,
@@ -78,7 +82,7 @@ impl SessionProxy {
             response_rules: ResponseRules {
                 max_interim: upstream.max_interim_responses,
                 read_timeout: upstream.read_timeout,
-                own_cookies: routing.own_cookies(),
+                own_cookies: routing.cookies.clone(),
             },
             peers: PeerFactory::new(upstream),
             routing,
@@ -171,39 +175,36 @@ impl ProxyHttp for SessionProxy {
             }
         };
         let (peer, trusted) = self.peer(session);
-        let requester = requester_from(session.req_header(), peer, trusted);
-        let resolver = &self.shared.resolver;
-        let resolution = resolver
-            .resolve(&target.client, &target.thread, requester)
+        let req = session.req_header();
+        let asked = Asked {
+            target: &target,
+            requester: requester_from(req, peer, trusted),
+            kind: ctx.kind,
+            safe_method: matches!(req.method, Method::GET | Method::HEAD),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            tls: self.forwarded(session).client_tls(),
+        };
+        let cookies = req.headers.get_all(COOKIE);
+        let decision = self
+            .shared
+            .decide(&asked, |thread| {
+                let values = cookies.iter().map(|v| v.as_bytes());
+                self.routing.cookies.grant_in(values, thread)
+            })
             .await;
-        let outcome = resolution_outcome(&resolution);
-        match resolution {
-            Resolution::RateLimited(scope) => {
-                self.shared.metrics.miss_limited(scope);
-                let answer = pages::answer(outcome, ctx.kind);
-                return self.answer(session, ctx, outcome, answer).await;
-            }
-            Resolution::Ready(upstream) if self.shared.health.is_unhealthy(upstream.addr) => {
-                let outcome = Outcome::ContainerUnhealthy;
-                return self
-                    .answer(session, ctx, outcome, pages::answer(outcome, ctx.kind))
-                    .await;
-            }
-            Resolution::Ready(upstream) => {
+        decision.count(&self.shared.metrics);
+        match decision {
+            Decision::Forward {
+                upstream, admitted, ..
+            } => {
                 self.shared.health.note_used(upstream.addr);
                 ctx.upstream = Some(upstream);
+                ctx.admitted = admitted;
             }
-            Resolution::Forbidden(ip) => {
-                log_forbidden(&target, ip);
-                return self
-                    .answer(session, ctx, outcome, pages::answer(outcome, ctx.kind))
-                    .await;
-            }
-            _ => {
-                return self
-                    .answer(session, ctx, outcome, pages::answer(outcome, ctx.kind))
-                    .await
-            }
+            Decision::Answer {
+                outcome, answer, ..
+            } => return self.answer(session, ctx, outcome, answer).await,
         }
         let read_timeout = if upgrade {
             self.limits.websocket_idle
@@ -256,7 +257,7 @@ impl ProxyHttp for SessionProxy {
             })?;
             req.set_uri(uri);
         }
-        strip_cookie(req, &self.routing.affinity_cookie);
+        strip_own_cookies(req, &self.routing.cookies);
         set_forwarding_headers(req, &self.forwarded(session), forwarded_prefix(target))?;
         if !self.routing.preserve_host {
             if let Some(up) = &ctx.upstream {
@@ -402,5 +403,14 @@ impl ProxyHttp for SessionProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.log_access(session, ctx, outcome, status, elapsed);
+    }
+}
+
+fn retry_reason(etype: &ErrorType) -> &'static str {
+    match etype {
+        ErrorType::ConnectRefused => "connect_refused",
+        ErrorType::ConnectTimedout => "connect_timeout",
+        ErrorType::ConnectNoRoute => "connect_no_route",
+        _ => "connect_error",
     }
 }

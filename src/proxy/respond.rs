@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use http::header::HOST;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::header::{
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE,
+};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
@@ -27,6 +29,9 @@ pub async fn write_answer(session: &mut Session, answer: Answer) -> Result<()> {
     }
     if let Some(location) = answer.location {
         header.insert_header(LOCATION, location)?;
+    }
+    if let Some(cookie) = answer.set_cookie {
+        header.insert_header(SET_COOKIE, cookie)?;
     }
     let empty = answer.body.is_empty();
     session

@@ -10,7 +10,7 @@ use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorType, Result};
 
 use super::RequestCtx;
-use crate::headers::sets_own_cookie;
+use crate::headers::{sets_own_cookie, OwnCookies};
 
 /// Hop-by-hop headers of a response (RFC 9110 section 7.6.1) that Pingora would pass on; it
 /// writes its own Connection. The router's own path drops the same.
@@ -21,7 +21,7 @@ pub struct ResponseRules {
     /// Interim answers arriving later than this after the request are refused.
     pub read_timeout: Duration,
     /// Names of the router's cookies.
-    pub own_cookies: Vec<String>,
+    pub own_cookies: OwnCookies,
 }
 
 impl ResponseRules {

@@ -24,6 +24,32 @@ pub struct SessionRecord {
     pub client_id: Option<Arc<str>>,
     /// Epoch seconds after which the session no longer exists, whatever the store still holds.
     pub expires_at: Option<u64>,
+    pub access: SessionAccess,
+}
+
+/// Who may open a session's preview: only holders of a grant, or anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShareLevel {
+    Private,
+    Public,
+}
+
+impl ShareLevel {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "private" => Some(Self::Private),
+            "public" => Some(Self::Public),
+            _ => None,
+        }
+    }
+}
+
+/// A session's access settings as stored: its share level (`None`: the router's default) and
+/// its access generation, below which grants are revoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionAccess {
+    pub level: Option<ShareLevel>,
+    pub generation: u64,
 }
 
 impl SessionRecord {

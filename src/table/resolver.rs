@@ -16,7 +16,9 @@ use super::read_through::{Asker, MissError, ReadThrough};
 use super::RouteTable;
 use crate::config::SessionKeyTemplate;
 use crate::metrics::{LookupResult, Metrics};
-use crate::store::{ContainerRecord, ContainerStatus, RouteStore, SessionRecord, StoreError};
+use crate::store::{
+    ContainerRecord, ContainerStatus, RouteStore, SessionAccess, SessionRecord, StoreError,
+};
 use crate::upstream::{AddressPolicy, UpstreamTarget};
 
 /// What the table says about a session, mapped one to one onto request outcomes.
@@ -32,6 +34,32 @@ pub enum Resolution {
     RateLimited(MissScope),
     /// The store named an address outside the allowlist.
     Forbidden(IpAddr),
+}
+
+/// A resolution, with the access settings of the session whenever the store knows it (whatever
+/// its container's state), so that access is decided before anything about the container is
+/// told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub resolution: Resolution,
+    pub access: Option<SessionAccess>,
+}
+
+impl From<Resolution> for Resolved {
+    fn from(resolution: Resolution) -> Self {
+        Resolved {
+            resolution,
+            access: None,
+        }
+    }
+}
+
+/// Where a session's requests would go now, as far as memory says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    pub container_id: Arc<str>,
+    pub addr: Option<SocketAddr>,
+    pub access: SessionAccess,
 }
 
 #[derive(Debug, Clone)]
@@ -148,20 +176,26 @@ impl Resolver {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Where a session's requests would go now, from memory only: its container id and the
-    /// address, when the table or a heal states them. `None` when nothing definite is known.
-    pub fn current(&self, key: &str) -> Option<(Arc<str>, Option<SocketAddr>)> {
+    /// Where a session's requests would go now, from memory only: its container id, the
+    /// address when the table or a heal states one, and its access settings. `None` when
+    /// nothing definite is known.
+    pub fn current(&self, key: &str) -> Option<Current> {
         let addr = |c: &ContainerRecord| c.ip.map(|ip| self.container_addr(c, ip));
         if let Some(h) = self.healed.load().get(key) {
-            return Some((
-                h.session.container_id.clone(),
-                h.container.as_ref().and_then(addr),
-            ));
+            return Some(Current {
+                container_id: h.session.container_id.clone(),
+                addr: h.container.as_ref().and_then(addr),
+                access: h.session.access,
+            });
         }
         let table = self.table.load();
         let session = table.session(key)?;
         let container = table.container(&session.container_id);
-        Some((session.container_id.clone(), container.and_then(addr)))
+        Some(Current {
+            container_id: session.container_id.clone(),
+            addr: container.and_then(addr),
+            access: session.access,
+        })
     }
 
     /// Records a successful refresh that found nothing new.
@@ -202,7 +236,7 @@ impl Resolver {
         client: &str,
         thread: &str,
         requester: Option<IpAddr>,
-    ) -> Resolution {
+    ) -> Resolved {
         let asker = Asker {
             limiter: &self.misses,
             requester,
@@ -224,8 +258,8 @@ impl Resolver {
             }
             None => match self.read_through_session(&key, &asker).await {
                 Ok(Some(s)) => s,
-                Ok(None) => return Resolution::Unknown,
-                Err(e) => return unanswered(&e),
+                Ok(None) => return Resolution::Unknown.into(),
+                Err(e) => return unanswered(&e).into(),
             },
         };
         let container = match table.container(&session.container_id) {
@@ -235,7 +269,7 @@ impl Resolver {
                 .await
             {
                 Ok(c) => c,
-                Err(e) => return unanswered(&e),
+                Err(e) => return unanswered(&e).into(),
             },
         };
         self.decide(&key, client, thread, session, container, now_ms)
@@ -275,6 +309,7 @@ impl Resolver {
         });
         self.version.fetch_add(1, Ordering::Release);
         self.decide(&key, client, thread, session, container, now_epoch_ms())
+            .resolution
     }
 
     /// The answer for a session record and its container record, wherever they came from, to
@@ -288,19 +323,23 @@ impl Resolver {
         session: SessionRecord,
         container: Option<ContainerRecord>,
         now_ms: u64,
-    ) -> Resolution {
+    ) -> Resolved {
         if session.is_expired(now_ms / 1000) {
-            return Resolution::Unknown;
+            return Resolution::Unknown.into();
         }
         let owner = session.client_id.as_deref();
         if let Err(refusal) = ownership::check(&self.settings.session_key, client, thread, owner) {
             self.refusals.report(refusal, key, client, owner);
-            return Resolution::Unknown;
+            return Resolution::Unknown.into();
         }
-        match container {
+        let resolution = match container {
             Some(c) => self.to_resolution(key, session.container_id, &c),
             // Known session, container not yet recorded: it is being started.
             None => Resolution::Starting,
+        };
+        Resolved {
+            resolution,
+            access: Some(session.access),
         }
     }
 

@@ -1,4 +1,8 @@
+use std::sync::LazyLock;
+
 use super::*;
+
+static OWN: LazyLock<OwnCookies> = LazyLock::new(|| OwnCookies::new("sr_session", "sr_grant"));
 
 fn parsed(head: &[u8]) -> Result<Option<(String, String, usize, bool)>, Decline> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -94,7 +98,7 @@ fn the_container_gets_the_stripped_path_and_fresh_forwarding_headers() {
         host: None,
         forwarded: forwarded(),
         prefix: None,
-        cookie: "sr_session",
+        cookies: &OWN,
     });
     assert_eq!(
         out,
@@ -115,7 +119,7 @@ fn a_cookie_header_of_only_ours_is_dropped_and_host_can_be_replaced() {
             ..forwarded()
         },
         prefix: None,
-        cookie: "sr_session",
+        cookies: &OWN,
     });
     assert_eq!(
         out,
@@ -137,7 +141,7 @@ fn websocket_upgrades_are_taken_and_named_to_the_container() {
         host: None,
         forwarded: forwarded(),
         prefix: None,
-        cookie: "sr_session",
+        cookies: &OWN,
     };
     write_upstream_head(&mut out, &req, &rewrite);
     let sent = String::from_utf8(out).unwrap();

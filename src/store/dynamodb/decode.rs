@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::store::{ContainerRecord, ContainerStatus, SessionRecord};
+use crate::store::{ContainerRecord, ContainerStatus, SessionAccess, SessionRecord, ShareLevel};
 
 pub type Item = HashMap<String, AttributeValue>;
 
@@ -18,6 +18,8 @@ pub const TTL: &str = "ttl";
 pub const CONTAINER_IP: &str = "containerIp";
 pub const CONTAINER_PORT: &str = "containerPort";
 pub const STATUS: &str = "status";
+pub const ACCESS: &str = "access";
+pub const ACCESS_GENERATION: &str = "accessGeneration";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("item {key}: {reason}")]
@@ -75,10 +77,21 @@ pub fn session(item: &Item, key_attr: &str) -> Result<(String, SessionRecord), D
         Some(t) => Some(t),
         None => number::<u64>(item, TTL).map_err(fail)?,
     };
+    let level = match string(item, ACCESS).map_err(fail)? {
+        None => None,
+        Some(level) => Some(ShareLevel::parse(level).ok_or_else(|| {
+            fail(format!("`{ACCESS}` = {level:?} is neither \"private\" nor \"public\""))
+        })?),
+    };
+    let generation = number::<u64>(item, ACCESS_GENERATION).map_err(fail)?;
     let record = SessionRecord {
         container_id: container_id.into(),
         client_id: client_id.map(Into::into),
         expires_at,
+        access: SessionAccess {
+            level,
+            generation: generation.unwrap_or(0),
+        },
     };
     Ok((key, record))
 }

@@ -22,7 +22,10 @@ use crate::background::{Priority, PriorityRuntime, Yielder};
 use crate::config::DynamoDbSection;
 use decode::{DecodeError, Item};
 
-pub use decode::{CLIENT_ID, CONTAINER_ID, CONTAINER_IP, CONTAINER_PORT, EXPIRES_AT, STATUS, TTL};
+pub use decode::{
+    ACCESS, ACCESS_GENERATION, CLIENT_ID, CONTAINER_ID, CONTAINER_IP, CONTAINER_PORT, EXPIRES_AT,
+    STATUS, TTL,
+};
 
 /// Calls that fail on throttling, timeouts or 5xx are retried by the SDK's standard strategy:
 /// exponential backoff with full jitter, starting here.
@@ -172,7 +175,15 @@ impl FullLoad {
         let s = &self.settings;
         let session_key = s.session_key_attribute.as_str();
         let container_key = s.container_key_attribute.as_str();
-        let session_attrs = [session_key, CONTAINER_ID, CLIENT_ID, EXPIRES_AT, TTL];
+        let session_attrs = [
+            session_key,
+            CONTAINER_ID,
+            CLIENT_ID,
+            EXPIRES_AT,
+            TTL,
+            ACCESS,
+            ACCESS_GENERATION,
+        ];
         let container_attrs = [container_key, CONTAINER_IP, CONTAINER_PORT, STATUS];
         let sessions = self.scan(&s.sessions_table, &session_attrs, |item| {
             decode::session(item, session_key)

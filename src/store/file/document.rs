@@ -10,7 +10,10 @@ use serde::Deserialize;
 
 use super::reader;
 use crate::background::Yielder;
-use crate::store::{ContainerRecord, ContainerStatus, SessionRecord, StoreSnapshot, TableSizes};
+use crate::store::{
+    ContainerRecord, ContainerStatus, SessionAccess, SessionRecord, ShareLevel, StoreSnapshot,
+    TableSizes,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +32,9 @@ pub(super) struct SessionEntry<'a> {
     #[serde(borrow)]
     pub client_id: Option<Cow<'a, str>>,
     pub expires_at: Option<u64>,
+    #[serde(borrow)]
+    pub access: Option<Cow<'a, str>>,
+    pub access_generation: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,10 +92,20 @@ impl TableBuilder {
 
     pub fn add_session(&mut self, key: &str, entry: SessionEntry<'_>) -> Result<(), String> {
         let client_id = entry.client_id.map(|c| self.client(&c));
+        let level = match entry.access.as_deref() {
+            None => None,
+            Some(level) => Some(ShareLevel::parse(level).ok_or_else(|| {
+                format!("session `{key}`: access = \"{level}\" is neither \"private\" nor \"public\"")
+            })?),
+        };
         let record = SessionRecord {
             container_id: entry.container_id.into(),
             client_id,
             expires_at: entry.expires_at,
+            access: SessionAccess {
+                level,
+                generation: entry.access_generation.unwrap_or(0),
+            },
         };
         match self.snapshot.sessions.insert(key.into(), record) {
             None => Ok(()),

@@ -82,6 +82,8 @@ struct SessionFields<'i> {
     container_id: Option<Cow<'i, str>>,
     client_id: Option<Cow<'i, str>>,
     expires_at: Option<u64>,
+    access: Option<Cow<'i, str>>,
+    access_generation: Option<u64>,
 }
 
 struct Reader<'i> {
@@ -157,6 +159,8 @@ impl<'i> Reader<'i> {
                     container_id,
                     client_id: fields.client_id,
                     expires_at: fields.expires_at,
+                    access: fields.access,
+                    access_generation: fields.access_generation,
                 };
                 self.table.add_session(&key, entry).is_ok()
             }),
@@ -178,6 +182,11 @@ impl<'i> Reader<'i> {
             (Some(Entry::Session(_, s)), "client_id") => fill(&mut s.client_id, string),
             (Some(Entry::Session(_, s)), "expires_at") => fill(
                 &mut s.expires_at,
+                integer.and_then(|(v, radix)| u64::from_str_radix(&v, radix).ok()),
+            ),
+            (Some(Entry::Session(_, s)), "access") => fill(&mut s.access, string),
+            (Some(Entry::Session(_, s)), "access_generation") => fill(
+                &mut s.access_generation,
                 integer.and_then(|(v, radix)| u64::from_str_radix(&v, radix).ok()),
             ),
             (Some(Entry::Container(_, c)), "ip") => {
