@@ -159,6 +159,9 @@ fast_path = {str(fast_path).lower()}
 [routing]
 path_hosts = ["edit.{{client}}.localhost"]
 
+[access]
+default = "public"
+
 [store]
 kind = "file"
 

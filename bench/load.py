@@ -327,6 +327,9 @@ admin = "127.0.0.1:{admin}"
 [routing]
 path_hosts = ["edit.{{client}}.localhost"]
 
+[access]
+default = "public"
+
 [store]
 kind = "file"
 refresh_interval = "{refresh}"

@@ -150,6 +150,9 @@ path = "${r.sessionsPath}"
 [upstream]
 connect_timeout = "1s"
 allowed_cidrs = ["127.0.0.0/8"]
+
+[access]
+default = "public"
 `);
     fs.writeFileSync(path.join(dir, 'pingora.yaml'), `# Pingora settings of one e2e test.
 ---

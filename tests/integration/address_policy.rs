@@ -51,6 +51,7 @@ fn start_isolated(sessions: &str) -> IsolatedRouter {
         "[listen]\nproxy = \"{proxy}\"\nadmin = \"{admin}\"\n\n\
          [routing]\npath_hosts = [\"edit.{{client}}.localhost\"]\n\n\
          [store]\nkind = \"file\"\n\n[store.file]\npath = \"{}\"\n\n\
+         [access]\ndefault = \"public\"\n\n\
          [upstream]\nconnect_timeout = \"200ms\"\n\
          allowed_cidrs = [\"10.0.0.0/8\", \"::/0\"]\n",
         dir.path().join("sessions.toml").display()

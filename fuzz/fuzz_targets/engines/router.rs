@@ -128,6 +128,9 @@ fast_path = {fast_path}
 path_hosts = ["edit.{{client}}.localhost"]
 host_patterns = ["{{thread}}.edit.{{client}}.localhost"]
 
+[access]
+default = "public"
+
 [store]
 kind = "file"
 refresh_interval = "1h"

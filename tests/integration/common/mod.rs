@@ -95,6 +95,9 @@ pub struct RouterOptions {
     pub store_request_timeout: &'static str,
     /// The whole [health] section, when a test sets it.
     pub health_toml: String,
+    /// The whole [access] section. Tests of routing run with public previews; the tests of
+    /// access (access.rs) set the private default and a JWKS.
+    pub access_toml: String,
     /// Pingora's SIGTERM settings (pingora.yaml).
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
@@ -117,6 +120,7 @@ impl Default for RouterOptions {
             scan_segments: 4,
             store_request_timeout: "3s",
             health_toml: String::new(),
+            access_toml: "default = \"public\"\n".to_owned(),
             grace_period_seconds: 0,
             graceful_shutdown_timeout_seconds: 1,
         }
@@ -178,6 +182,9 @@ allowed_cidrs = {cidrs}
 
 [health]
 {health}
+
+[access]
+{access}
 "#,
             read = opts.read_timeout,
             refresh = opts.refresh_interval,
@@ -201,6 +208,7 @@ allowed_cidrs = {cidrs}
             routing_extra = opts.routing_extra,
             store_extra = opts.store_extra,
             health = opts.health_toml,
+            access = opts.access_toml,
         );
         std::fs::write(dir.path().join("router.toml"), toml).expect("write router.toml");
         std::fs::write(
