@@ -96,23 +96,23 @@ impl Shared {
             };
         };
         let token = link::token_in(asked.query);
-        let verdict = if token.is_some() && (!asked.safe_method || asked.kind == RequestKind::Upgrade)
-        {
-            // A link is exchanged on a page load; anywhere else its token is refused rather than
-            // forwarded.
-            Verdict::Denied(AccessResult::Invalid)
-        } else {
-            let grant = match (&token, self.gate.level(session)) {
-                (None, ShareLevel::Private) => grant(&target.thread),
-                _ => None,
+        let verdict =
+            if token.is_some() && (!asked.safe_method || asked.kind == RequestKind::Upgrade) {
+                // A link is exchanged on a page load; anywhere else its token is refused rather than
+                // forwarded.
+                Verdict::Denied(AccessResult::Invalid)
+            } else {
+                let grant = match (&token, self.gate.level(session)) {
+                    (None, ShareLevel::Private) => grant(&target.thread),
+                    _ => None,
+                };
+                let presented = Presented {
+                    token: token.as_deref(),
+                    grant,
+                };
+                self.gate
+                    .check(session, &target.client, &target.thread, presented)
             };
-            let presented = Presented {
-                token: token.as_deref(),
-                grant,
-            };
-            self.gate
-                .check(session, &target.client, &target.thread, presented)
-        };
         let admitted = match verdict {
             Verdict::Open(AccessResult::Public) => Admitted::Public,
             Verdict::Open(_) => Admitted::Grant(session.generation),
@@ -141,7 +141,12 @@ impl Shared {
         }
     }
 
-    fn answer(&self, outcome: Outcome, kind: RequestKind, access: Option<AccessResult>) -> Decision {
+    fn answer(
+        &self,
+        outcome: Outcome,
+        kind: RequestKind,
+        access: Option<AccessResult>,
+    ) -> Decision {
         Decision::Answer {
             outcome,
             answer: pages::answer(outcome, kind),

@@ -61,7 +61,9 @@ impl OwnCookies {
         values: impl IntoIterator<Item = &'h [u8]>,
         thread: &str,
     ) -> Option<&'h str> {
-        cookie_where(values, |n| n.strip_prefix(&self.grant_prefix) == Some(thread))
+        cookie_where(values, |n| {
+            n.strip_prefix(&self.grant_prefix) == Some(thread)
+        })
     }
 
     /// The name of the grant cookie of `thread`: one per thread, so that tabs on two threads of
@@ -77,7 +79,9 @@ pub fn has_own_cookie(value: &str, own: &OwnCookies) -> bool {
 }
 
 fn is_own(pair: &str, own: &OwnCookies) -> bool {
-    pair.trim().split_once('=').is_some_and(|(n, _)| own.owns(n))
+    pair.trim()
+        .split_once('=')
+        .is_some_and(|(n, _)| own.owns(n))
 }
 
 /// The pairs of a Cookie header value other than the router's own, trimmed, in order: what the

@@ -230,8 +230,7 @@ impl Metrics {
         m.registry.register(Box::new(lookups))?;
         m.registry.register(Box::new(misses_limited))?;
         m.registry.register(Box::new(access))?;
-        m.registry
-            .register(Box::new(m.websocket_revoked.clone()))?;
+        m.registry.register(Box::new(m.websocket_revoked.clone()))?;
         m.registry.register(Box::new(m.store_requests.clone()))?;
         m.registry.register(Box::new(m.store_durations.clone()))?;
         m.registry.register(Box::new(m.table_sessions.clone()))?;

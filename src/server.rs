@@ -85,8 +85,8 @@ fn build_gate(config: &AccessConfig, cookies: OwnCookies) -> Result<Gate, StartE
             secret
         }
     };
-    let grants = Grants::new(&secret, config.grant_ttl)
-        .map_err(|e| StartError::Access(e.to_string()))?;
+    let grants =
+        Grants::new(&secret, config.grant_ttl).map_err(|e| StartError::Access(e.to_string()))?;
     Ok(Gate::new(config.default, verifier, grants, cookies))
 }
 
@@ -130,10 +130,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         "health checks",
         HealthChecker::new(health.clone(), &config.health),
     );
-    let gate = Arc::new(build_gate(
-        &config.access,
-        config.routing.cookies.clone(),
-    )?);
+    let gate = Arc::new(build_gate(&config.access, config.routing.cookies.clone())?);
     let upgrades = Arc::new(Upgrades::default());
     let watcher = background_service(
         "upgrade watcher",

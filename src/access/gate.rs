@@ -161,7 +161,10 @@ impl Gate {
         let Some(cookie) = presented.grant else {
             return Verdict::Denied(AccessResult::Missing);
         };
-        match self.grants.check(cookie, client, thread, session.generation) {
+        match self
+            .grants
+            .check(cookie, client, thread, session.generation)
+        {
             Ok(_) => Verdict::Open(AccessResult::Grant),
             Err(e) => Verdict::Denied(e.into()),
         }
@@ -193,7 +196,9 @@ impl Gate {
         if claims.gen < current_gen {
             return Err(AccessResult::Revoked);
         }
-        Ok(self.grants.issue(client, thread, current_gen.max(claims.gen)))
+        Ok(self
+            .grants
+            .issue(client, thread, current_gen.max(claims.gen)))
     }
 }
 

@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn the_token_is_found_however_its_key_is_spelled() {
         assert_eq!(token_in(Some("sr_token=abc")).as_deref(), Some("abc"));
-        assert_eq!(token_in(Some("a=1&sr%5Ftoken=x%2Ey")).as_deref(), Some("x.y"));
+        assert_eq!(
+            token_in(Some("a=1&sr%5Ftoken=x%2Ey")).as_deref(),
+            Some("x.y")
+        );
         assert_eq!(token_in(Some("%73r_token=z")).as_deref(), Some("z"));
         assert_eq!(token_in(Some("v=123&astro&type=script")), None);
         assert_eq!(token_in(Some("sr_tokens=1")), None);
@@ -83,7 +86,10 @@ mod tests {
 
     #[test]
     fn the_clean_url_keeps_every_other_pair_as_sent() {
-        assert_eq!(without_token("/session/t1/", Some("sr_token=abc")), "/session/t1/");
+        assert_eq!(
+            without_token("/session/t1/", Some("sr_token=abc")),
+            "/session/t1/"
+        );
         assert_eq!(
             without_token("/p", Some("a=%20b&sr_token=abc&sr%5Ftoken=d&c")),
             "/p?a=%20b&c"
@@ -95,7 +101,13 @@ mod tests {
     fn the_grant_cookie_is_partitioned_only_behind_tls() {
         let ttl = Duration::from_secs(3600);
         let tls = grant_cookie("sr_grant_t1", "v", ttl, true);
-        for part in ["sr_grant_t1=v", "HttpOnly", "Secure", "SameSite=None", "Partitioned"] {
+        for part in [
+            "sr_grant_t1=v",
+            "HttpOnly",
+            "Secure",
+            "SameSite=None",
+            "Partitioned",
+        ] {
             assert!(tls.contains(part), "{tls} lacks {part}");
         }
         assert!(tls.contains("Path=/") && tls.contains("Max-Age=3600"));

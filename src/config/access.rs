@@ -58,7 +58,10 @@ pub(super) fn validate_access(section: AccessSection) -> Result<AccessConfig, Co
             .map_err(|e| ConfigError::invalid("access.jwks", e.to_string()))?;
     }
     if section.grant_ttl.is_zero() {
-        return Err(ConfigError::invalid("access.grant_ttl", "must be above zero"));
+        return Err(ConfigError::invalid(
+            "access.grant_ttl",
+            "must be above zero",
+        ));
     }
     let cookie_ok = !section.grant_cookie.is_empty()
         && section

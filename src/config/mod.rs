@@ -15,8 +15,8 @@ use thiserror::Error;
 
 pub use access::AccessConfig;
 pub use model::{
-    AccessSection, DynamoDbSection, FileStoreSection, HealthSection, ListenSection, LogFormat, LogSection,
-    RouterFile, RoutingSection, StoreKind, StoreSection, UpstreamSection,
+    AccessSection, DynamoDbSection, FileStoreSection, HealthSection, ListenSection, LogFormat,
+    LogSection, RouterFile, RoutingSection, StoreKind, StoreSection, UpstreamSection,
 };
 pub use session_key::SessionKeyTemplate;
 

@@ -32,12 +32,12 @@ pub use pool::{PoolSweeper, UpstreamPool};
 
 use crate::access_log::{AccessLog, AccessRecord};
 use crate::config::{Routing, Upstream};
+use crate::decide::{Asked, Decision};
 use crate::downstream::{Admission, DownstreamLimits};
 use crate::headers::{self, affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
 use crate::outcome::Outcome;
 use crate::proxy::{SessionProxy, Shared};
 use crate::routing::{classify, RequestParts};
-use crate::decide::{Asked, Decision};
 use connection::{Client, Stop};
 use exchange::{Ask, Exchange, Exchanged};
 use request::{Request, Rewrite};

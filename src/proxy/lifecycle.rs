@@ -8,8 +8,8 @@ use pingora::{Error, ErrorType, Result};
 use super::{RequestCtx, SessionProxy};
 use crate::decide::{log_forbidden, resolution_outcome};
 use crate::outcome::Outcome;
-use crate::upgrades::Upgraded;
 use crate::table::Resolution;
+use crate::upgrades::Upgraded;
 use crate::upstream::claims_another;
 
 impl SessionProxy {

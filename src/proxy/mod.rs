@@ -21,6 +21,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access::Gate;
 use crate::access_log::AccessLog;
 use crate::config::{Routing, Upstream};
+use crate::decide::{reject_outcome, Asked, Decision};
 use crate::downstream::DownstreamLimits;
 use crate::drain::Draining;
 use crate::health::Health;
@@ -28,7 +29,6 @@ use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
 use crate::routing::{classify, Reject, RequestParts, Target};
-use crate::decide::{reject_outcome, Asked, Decision};
 use crate::table::Resolver;
 use crate::upgrades::Upgrades;
 use crate::upstream::PeerFactory;
@@ -42,7 +42,6 @@ use respond::write_answer;
 use response::ResponseRules;
 
 pub use ctx::RequestCtx;
-
 
 /// The process-wide state the proxy reads and feeds, shared with the admin listener and the
 /// background services.

@@ -231,12 +231,7 @@ impl Resolver {
 
     /// Finds where a session's requests go. A session not in memory costs a store read, charged
     /// to `requester` (the client address; see [`crate::headers::requester`]).
-    pub async fn resolve(
-        &self,
-        client: &str,
-        thread: &str,
-        requester: Option<IpAddr>,
-    ) -> Resolved {
+    pub async fn resolve(&self, client: &str, thread: &str, requester: Option<IpAddr>) -> Resolved {
         let asker = Asker {
             limiter: &self.misses,
             requester,

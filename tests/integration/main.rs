@@ -4,6 +4,7 @@
 
 mod common;
 
+mod access;
 mod address_policy;
 mod cli;
 mod deploy;

@@ -82,7 +82,9 @@ fn a_public_session_is_open_without_anything() {
 fn a_session_that_does_not_say_takes_the_default() {
     let unset = SessionAccess::default();
     let private = setup(ShareLevel::Private);
-    let v = private.gate.check(unset, "acme", "t1", Presented::default());
+    let v = private
+        .gate
+        .check(unset, "acme", "t1", Presented::default());
     assert_eq!(v, Verdict::Denied(AccessResult::Missing));
     let public = setup(ShareLevel::Public);
     let v = public.gate.check(unset, "acme", "t1", Presented::default());
@@ -93,7 +95,10 @@ fn a_session_that_does_not_say_takes_the_default() {
 fn a_valid_token_becomes_a_grant_for_its_own_session_only() {
     let s = setup(ShareLevel::Private);
     let link = token(&s, "t1", 0);
-    let grant = exchanged(s.gate.check(private(0), "acme", "t1", with(Some(&link), None)));
+    let grant = exchanged(
+        s.gate
+            .check(private(0), "acme", "t1", with(Some(&link), None)),
+    );
     let g = with(None, Some(&grant));
     assert_eq!(
         s.gate.check(private(0), "acme", "t1", g),
@@ -105,7 +110,8 @@ fn a_valid_token_becomes_a_grant_for_its_own_session_only() {
         "a grant opens no other session"
     );
     assert_eq!(
-        s.gate.check(private(0), "acme", "t2", with(Some(&link), None)),
+        s.gate
+            .check(private(0), "acme", "t2", with(Some(&link), None)),
         Verdict::Denied(AccessResult::Invalid),
         "nor does the token"
     );
@@ -131,11 +137,15 @@ fn raising_the_generation_revokes_grants_and_older_tokens() {
     );
     let old_link = token(&s, "t1", 1);
     assert_eq!(
-        s.gate.check(private(2), "acme", "t1", with(Some(&old_link), None)),
+        s.gate
+            .check(private(2), "acme", "t1", with(Some(&old_link), None)),
         Verdict::Denied(AccessResult::Revoked)
     );
     let new_link = token(&s, "t1", 2);
-    exchanged(s.gate.check(private(2), "acme", "t1", with(Some(&new_link), None)));
+    exchanged(
+        s.gate
+            .check(private(2), "acme", "t1", with(Some(&new_link), None)),
+    );
 }
 
 #[test]
@@ -155,10 +165,14 @@ fn tampered_and_foreign_grants_are_invalid() {
         tampered
     };
     assert_eq!(
-        s.gate.check(private(0), "acme", "t1", with(None, Some(&tampered))),
+        s.gate
+            .check(private(0), "acme", "t1", with(None, Some(&tampered))),
         Verdict::Denied(AccessResult::Invalid)
     );
-    let other = setup_signing_with(ShareLevel::Private, b"another secret of thirty-two bytes or more");
+    let other = setup_signing_with(
+        ShareLevel::Private,
+        b"another secret of thirty-two bytes or more",
+    );
     let foreign = exchanged(other.gate.check(
         private(0),
         "acme",
@@ -166,12 +180,18 @@ fn tampered_and_foreign_grants_are_invalid() {
         with(Some(&token(&other, "t1", 0)), None),
     ));
     assert_eq!(
-        s.gate.check(private(0), "acme", "t1", with(None, Some(&foreign))),
+        s.gate
+            .check(private(0), "acme", "t1", with(None, Some(&foreign))),
         Verdict::Denied(AccessResult::Invalid),
         "a grant signed with another secret"
     );
     assert_eq!(
-        s.gate.check(private(0), "acme", "t1", with(Some(&token(&other, "t1", 0)), None)),
+        s.gate.check(
+            private(0),
+            "acme",
+            "t1",
+            with(Some(&token(&other, "t1", 0)), None)
+        ),
         Verdict::Denied(AccessResult::Invalid),
         "a token signed with a key not in the JWKS"
     );
@@ -180,7 +200,9 @@ fn tampered_and_foreign_grants_are_invalid() {
 #[test]
 fn a_bad_token_on_a_public_session_is_dropped_without_a_grant() {
     let s = setup(ShareLevel::Private);
-    let v = s.gate.check(PUBLIC, "acme", "t1", with(Some("garbage"), None));
+    let v = s
+        .gate
+        .check(PUBLIC, "acme", "t1", with(Some("garbage"), None));
     assert_eq!(
         v,
         Verdict::Exchange {
@@ -195,7 +217,12 @@ fn without_a_jwks_no_token_is_accepted() {
     let grants = Grants::new(SECRET, Duration::from_secs(60)).unwrap();
     let gate = Gate::new(ShareLevel::Private, None, grants, cookies());
     let s = setup(ShareLevel::Private);
-    let v = gate.check(private(0), "acme", "t1", with(Some(&token(&s, "t1", 0)), None));
+    let v = gate.check(
+        private(0),
+        "acme",
+        "t1",
+        with(Some(&token(&s, "t1", 0)), None),
+    );
     assert_eq!(v, Verdict::Denied(AccessResult::Invalid));
 }
 

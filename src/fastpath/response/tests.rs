@@ -156,7 +156,15 @@ fn a_connection_header_never_drops_the_framing() {
         let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
         assert!(resp.keep_alive);
         let mut out = Vec::new();
-        write_client_head(&mut out, &resp, &ClientCookies { set: None, own: &own() }, false);
+        write_client_head(
+            &mut out,
+            &resp,
+            &ClientCookies {
+                set: None,
+                own: &own(),
+            },
+            false,
+        );
         assert_eq!(String::from_utf8(out).unwrap(), client_head);
     }
 }
@@ -210,7 +218,15 @@ fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
         "the first frame stays"
     );
     let mut out = Vec::new();
-    write_client_head(&mut out, &resp, &ClientCookies { set: None, own: &own() }, true);
+    write_client_head(
+        &mut out,
+        &resp,
+        &ClientCookies {
+            set: None,
+            own: &own(),
+        },
+        true,
+    );
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -220,7 +236,15 @@ fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let resp = parse(bare, &mut headers, false, true).unwrap().unwrap();
     let mut out = Vec::new();
-    write_client_head(&mut out, &resp, &ClientCookies { set: None, own: &own() }, false);
+    write_client_head(
+        &mut out,
+        &resp,
+        &ClientCookies {
+            set: None,
+            own: &own(),
+        },
+        false,
+    );
     assert!(out.ends_with(b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"));
 }
 
@@ -239,7 +263,15 @@ fn a_transfer_encoded_response_loses_its_content_length() {
     let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
     assert_eq!(resp.framing, Framing::Chunked);
     let mut out = Vec::new();
-    write_client_head(&mut out, &resp, &ClientCookies { set: None, own: &own() }, false);
+    write_client_head(
+        &mut out,
+        &resp,
+        &ClientCookies {
+            set: None,
+            own: &own(),
+        },
+        false,
+    );
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"

@@ -80,7 +80,9 @@ pub fn session(item: &Item, key_attr: &str) -> Result<(String, SessionRecord), D
     let level = match string(item, ACCESS).map_err(fail)? {
         None => None,
         Some(level) => Some(ShareLevel::parse(level).ok_or_else(|| {
-            fail(format!("`{ACCESS}` = {level:?} is neither \"private\" nor \"public\""))
+            fail(format!(
+                "`{ACCESS}` = {level:?} is neither \"private\" nor \"public\""
+            ))
         })?),
     };
     let generation = number::<u64>(item, ACCESS_GENERATION).map_err(fail)?;

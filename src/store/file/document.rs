@@ -95,7 +95,9 @@ impl TableBuilder {
         let level = match entry.access.as_deref() {
             None => None,
             Some(level) => Some(ShareLevel::parse(level).ok_or_else(|| {
-                format!("session `{key}`: access = \"{level}\" is neither \"private\" nor \"public\"")
+                format!(
+                    "session `{key}`: access = \"{level}\" is neither \"private\" nor \"public\""
+                )
             })?),
         };
         let record = SessionRecord {
