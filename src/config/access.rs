@@ -63,17 +63,7 @@ pub(super) fn validate_access(section: AccessSection) -> Result<AccessConfig, Co
             "must be above zero",
         ));
     }
-    let cookie_ok = !section.grant_cookie.is_empty()
-        && section
-            .grant_cookie
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !cookie_ok {
-        return Err(ConfigError::invalid(
-            "access.grant_cookie",
-            "must be a non-empty name of letters, digits, '_' or '-'",
-        ));
-    }
+    super::check_cookie_name("access.grant_cookie", &section.grant_cookie)?;
     if let Some(secret) = &section.grant_secret {
         if secret.len() < grant::MIN_SECRET_BYTES {
             return Err(ConfigError::invalid(

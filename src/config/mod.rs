@@ -162,6 +162,18 @@ fn compile_patterns(
         .map_err(|e| ConfigError::invalid(key, e.to_string()))
 }
 
+/// Cookie names the router sets: plain tokens, so no browser reads them differently.
+fn check_cookie_name(key: &'static str, name: &str) -> Result<(), ConfigError> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if name.is_empty() || !name.bytes().all(plain) {
+        return Err(ConfigError::invalid(
+            key,
+            "must be a non-empty name of letters, digits, '_' or '-'",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_routing(section: RoutingSection) -> Result<Routing, ConfigError> {
     let path_hosts = compile_patterns("routing.path_hosts", &section.path_hosts, false)?;
     let host_patterns = compile_patterns("routing.host_patterns", &section.host_patterns, true)?;
@@ -179,17 +191,7 @@ fn validate_routing(section: RoutingSection) -> Result<Routing, ConfigError> {
             "must be 1-65535",
         ));
     }
-    let cookie_ok = !section.affinity_cookie.is_empty()
-        && section
-            .affinity_cookie
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !cookie_ok {
-        return Err(ConfigError::invalid(
-            "routing.affinity_cookie",
-            "must be a non-empty name of letters, digits, '_' or '-'",
-        ));
-    }
+    check_cookie_name("routing.affinity_cookie", &section.affinity_cookie)?;
     Ok(Routing {
         path_hosts,
         host_patterns,

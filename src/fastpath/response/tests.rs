@@ -1,7 +1,17 @@
 use super::*;
 
-fn own() -> OwnCookies {
-    OwnCookies::new("sr_session", "sr_grant")
+static OWN: std::sync::LazyLock<OwnCookies> =
+    std::sync::LazyLock::new(|| OwnCookies::new("sr_session", "sr_grant"));
+
+fn own() -> &'static OwnCookies {
+    &OWN
+}
+
+fn no_cookies() -> ClientCookies<'static> {
+    ClientCookies {
+        set: None,
+        own: own(),
+    }
 }
 
 fn framing(head: &[u8], head_request: bool) -> Result<(Framing, bool), BadResponse> {
@@ -127,7 +137,7 @@ fn the_client_head_drops_hop_by_hop_and_adds_the_routers() {
     let mut out = Vec::new();
     let cookies = ClientCookies {
         set: Some("sr_session=t1; Path=/"),
-        own: &own(),
+        own: own(),
     };
     write_client_head(&mut out, &resp, &cookies, true);
     assert_eq!(
@@ -156,15 +166,7 @@ fn a_connection_header_never_drops_the_framing() {
         let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
         assert!(resp.keep_alive);
         let mut out = Vec::new();
-        write_client_head(
-            &mut out,
-            &resp,
-            &ClientCookies {
-                set: None,
-                own: &own(),
-            },
-            false,
-        );
+        write_client_head(&mut out, &resp, &no_cookies(), false);
         assert_eq!(String::from_utf8(out).unwrap(), client_head);
     }
 }
@@ -179,11 +181,7 @@ fn obsolete_header_syntax_is_repaired_as_pingora_repairs_it() {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
     assert_eq!(resp.framing, Framing::Chunked);
-    let own = own();
-    let cookies = ClientCookies {
-        set: None,
-        own: &own,
-    };
+    let cookies = no_cookies();
     let mut out = Vec::new();
     write_client_head(&mut out, &resp, &cookies, false);
     assert_eq!(
@@ -218,15 +216,7 @@ fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
         "the first frame stays"
     );
     let mut out = Vec::new();
-    write_client_head(
-        &mut out,
-        &resp,
-        &ClientCookies {
-            set: None,
-            own: &own(),
-        },
-        true,
-    );
+    write_client_head(&mut out, &resp, &no_cookies(), true);
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -236,15 +226,7 @@ fn a_switch_is_passed_on_only_when_asked_for_and_keeps_its_protocol() {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let resp = parse(bare, &mut headers, false, true).unwrap().unwrap();
     let mut out = Vec::new();
-    write_client_head(
-        &mut out,
-        &resp,
-        &ClientCookies {
-            set: None,
-            own: &own(),
-        },
-        false,
-    );
+    write_client_head(&mut out, &resp, &no_cookies(), false);
     assert!(out.ends_with(b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n"));
 }
 
@@ -263,15 +245,7 @@ fn a_transfer_encoded_response_loses_its_content_length() {
     let resp = parse(head, &mut headers, false, false).unwrap().unwrap();
     assert_eq!(resp.framing, Framing::Chunked);
     let mut out = Vec::new();
-    write_client_head(
-        &mut out,
-        &resp,
-        &ClientCookies {
-            set: None,
-            own: &own(),
-        },
-        false,
-    );
+    write_client_head(&mut out, &resp, &no_cookies(), false);
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -287,7 +261,7 @@ fn a_container_cannot_set_the_routers_cookies() {
     let own = own();
     let cookies = ClientCookies {
         set: Some("sr_session=t1; Path=/"),
-        own: &own,
+        own,
     };
     let mut out = Vec::new();
     write_client_head(&mut out, &resp, &cookies, false);
