@@ -3,13 +3,15 @@
 
 use std::net::IpAddr;
 
-use http::header::{ACCEPT, CONNECTION, COOKIE, HOST, UPGRADE};
+use http::header::{ACCEPT, CONNECTION, COOKIE, HOST, REFERER, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use pingora::Result;
 
+use crate::config::Routing;
 use crate::headers::{self, cookies_except, has_own_cookie, Forwarded, OwnCookies, SessionPrefix};
 use crate::pages::RequestKind;
+use crate::routing::{classify, Reject, RequestParts, Target};
 
 // Header names read on every request, parsed once: a lookup by `&str` parses and hashes the
 // name each time.
@@ -18,6 +20,20 @@ pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 static SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+
+/// The session a request addresses, read from its host, path, Referer and affinity cookie.
+pub fn classify_request(routing: &Routing, req: &RequestHeader) -> Result<Target, Reject> {
+    let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let host = req.uri.host().or_else(|| header(HOST)).unwrap_or_default();
+    let parts = RequestParts {
+        host,
+        path: req.uri.path(),
+        query: req.uri.query(),
+        referer: header(REFERER),
+        cookie_thread: cookie_value(&req.headers, &routing.affinity_cookie),
+    };
+    classify(routing, &parts)
+}
 
 /// Removes an Upgrade header that no Connection header names: RFC 9110 section 7.8 makes it no
 /// upgrade, but Pingora would treat it as one and tunnel whatever the client sends after it.

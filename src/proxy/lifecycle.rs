@@ -80,3 +80,13 @@ impl SessionProxy {
         ))
     }
 }
+
+/// The `reason` label of `session_router_upstream_retries_total`.
+pub(super) fn retry_reason(etype: &ErrorType) -> &'static str {
+    match etype {
+        ErrorType::ConnectRefused => "connect_refused",
+        ErrorType::ConnectTimedout => "connect_timeout",
+        ErrorType::ConnectNoRoute => "connect_no_route",
+        _ => "connect_error",
+    }
+}

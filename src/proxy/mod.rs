@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::header::{COOKIE, HOST, REFERER, SET_COOKIE};
+use http::header::{COOKIE, HOST, SET_COOKIE};
 use http::Method;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -28,16 +28,17 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
-use crate::routing::{classify, Reject, RequestParts, Target};
+use crate::routing::Reject;
 use crate::table::Resolver;
 use crate::upgrades::Upgrades;
 use crate::upstream::PeerFactory;
 
 use crate::headers::{affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
 use headers::{
-    cookie_value, drop_unnamed_upgrade, forwarded_from, request_kind, requester_from,
-    set_forwarding_headers, strip_own_cookies,
+    classify_request, cookie_value, drop_unnamed_upgrade, forwarded_from, request_kind,
+    requester_from, set_forwarding_headers, strip_own_cookies,
 };
+use lifecycle::retry_reason;
 use respond::write_answer;
 use response::ResponseRules;
 
@@ -88,19 +89,6 @@ impl SessionProxy {
             limits,
             shared,
         }
-    }
-
-    fn classify(&self, req: &RequestHeader) -> Result<Target, Reject> {
-        let header = |name| req.headers.get(name).and_then(|v| v.to_str().ok());
-        let host = req.uri.host().or_else(|| header(HOST)).unwrap_or_default();
-        let parts = RequestParts {
-            host,
-            path: req.uri.path(),
-            query: req.uri.query(),
-            referer: header(REFERER),
-            cookie_thread: cookie_value(&req.headers, &self.routing.affinity_cookie),
-        };
-        classify(&self.routing, &parts)
     }
 
     /// Ends the request with the router's own answer.
@@ -162,7 +150,7 @@ impl ProxyHttp for SessionProxy {
         drop_unnamed_upgrade(session.req_header_mut());
         let upgrade = session.is_upgrade_req();
         ctx.kind = request_kind(session.req_header(), upgrade);
-        let target = match self.classify(session.req_header()) {
+        let target = match classify_request(&self.routing, session.req_header()) {
             Ok(t) => t,
             Err(reject) => {
                 let outcome = reject_outcome(&reject);
@@ -402,14 +390,5 @@ impl ProxyHttp for SessionProxy {
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         self.log_access(session, ctx, outcome, status, elapsed);
-    }
-}
-
-fn retry_reason(etype: &ErrorType) -> &'static str {
-    match etype {
-        ErrorType::ConnectRefused => "connect_refused",
-        ErrorType::ConnectTimedout => "connect_timeout",
-        ErrorType::ConnectNoRoute => "connect_no_route",
-        _ => "connect_error",
     }
 }
