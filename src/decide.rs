@@ -6,12 +6,12 @@
 use std::net::IpAddr;
 
 use crate::access::{link, AccessResult, Admitted, Presented, Verdict};
-use crate::metrics::Metrics;
+use crate::lifecycle::WakeFor;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
 use crate::proxy::Shared;
 use crate::routing::{Reject, Target};
-use crate::store::ShareLevel;
+use crate::store::{SessionAccess, ShareLevel};
 use crate::table::{MissScope, Resolution, Resolved};
 use crate::upstream::UpstreamTarget;
 
@@ -28,6 +28,12 @@ pub struct Asked<'a> {
     pub query: Option<&'a str>,
     /// The client reached the router over TLS (its own, or a trusted balancer's).
     pub tls: bool,
+    /// A person's page load (a GET navigation from a browser, not a bot): it may wake a
+    /// stopped container.
+    pub may_wake: bool,
+    /// The waking page's own request ([`pages::WAIT_HEADER`]): held until the session is
+    /// routable, never forwarded.
+    pub waiting: bool,
 }
 
 /// How a request goes on.
@@ -35,36 +41,67 @@ pub struct Asked<'a> {
 pub enum Decision {
     Forward {
         upstream: UpstreamTarget,
+        /// The session's store key, for its activity.
+        key: String,
         /// How access let it in, for revocation of the WebSocket it may become.
         admitted: Admitted,
         access: AccessResult,
     },
     /// The router answers it itself.
-    Answer {
-        outcome: Outcome,
-        answer: Answer,
-        /// The access decision, when one was made.
-        access: Option<AccessResult>,
-        /// The miss budget that ran out, for a `rate_limited` answer.
-        limited: Option<MissScope>,
-    },
+    Answer(Answered),
+    /// The waking page's request, let in: hold it until the session is routable.
+    Wait { access: AccessResult },
+}
+
+/// The router's own answer to a request, and what led to it.
+#[derive(Debug)]
+pub struct Answered {
+    pub outcome: Outcome,
+    pub answer: Answer,
+    /// The access decision, when one was made.
+    pub access: Option<AccessResult>,
+    /// The miss budget that ran out, for a `rate_limited` answer.
+    pub limited: Option<MissScope>,
+    /// A wake to ask for, for `container_waking`.
+    pub wake: Wake,
+}
+
+/// What a `container_waking` answer does about the wake.
+#[derive(Debug, Default)]
+pub enum Wake {
+    #[default]
+    None,
+    Ask(WakeFor),
+    /// A visit that does not wake: a bot, HEAD, an asset or an upgrade.
+    Ignore,
 }
 
 impl Decision {
-    /// Counts what the decision says about access and miss budgets; called by the engine that
-    /// acts on it, so a request handed from one engine to the other is counted once.
-    pub fn count(&self, metrics: &Metrics) {
+    /// Counts what the decision says (access, miss budgets) and starts what it asks for (a
+    /// wake); called by the engine that acts on it, so a request handed from one engine to the
+    /// other is counted once.
+    pub fn settle(&mut self, shared: &Shared) {
         let (access, limited) = match self {
-            Decision::Forward { access, .. } => (Some(*access), None),
-            Decision::Answer {
-                access, limited, ..
-            } => (*access, *limited),
+            Decision::Forward { access, .. } | Decision::Wait { access } => (Some(*access), None),
+            Decision::Answer(Answered {
+                access,
+                limited,
+                wake,
+                ..
+            }) => {
+                match std::mem::take(wake) {
+                    Wake::Ask(to) => shared.lifecycle.wakes.request(to),
+                    Wake::Ignore => shared.lifecycle.wakes.ignore(),
+                    Wake::None => {}
+                }
+                (*access, *limited)
+            }
         };
         if let Some(result) = access {
-            metrics.access(result);
+            shared.metrics.access(result);
         }
         if let Some(scope) = limited {
-            metrics.miss_limited(scope);
+            shared.metrics.miss_limited(scope);
         }
     }
 }
@@ -78,7 +115,11 @@ impl Shared {
         grant: impl FnOnce(&str) -> Option<&'c str>,
     ) -> Decision {
         let target = asked.target;
-        let Resolved { resolution, access } = self
+        let Resolved {
+            resolution,
+            access,
+            key,
+        } = self
             .resolver
             .resolve(&target.client, &target.thread, asked.requester)
             .await;
@@ -88,32 +129,12 @@ impl Shared {
                 _ => None,
             };
             let outcome = resolution_outcome(&resolution);
-            return Decision::Answer {
-                outcome,
-                answer: pages::answer(outcome, asked.kind),
-                access: None,
+            return Decision::Answer(Answered {
                 limited,
-            };
+                ..self.answered(outcome, asked.kind, None)
+            });
         };
-        let token = link::token_in(asked.query);
-        let verdict =
-            if token.is_some() && (!asked.safe_method || asked.kind == RequestKind::Upgrade) {
-                // A link is exchanged on a page load; anywhere else its token is refused rather than
-                // forwarded.
-                Verdict::Denied(AccessResult::Invalid)
-            } else {
-                let grant = match (&token, self.gate.level(session)) {
-                    (None, ShareLevel::Private) => grant(&target.thread),
-                    _ => None,
-                };
-                let presented = Presented {
-                    token: token.as_deref(),
-                    grant,
-                };
-                self.gate
-                    .check(session, &target.client, &target.thread, presented)
-            };
-        let admitted = match verdict {
+        let admitted = match self.verdict(asked, session, grant) {
             Verdict::Open(AccessResult::Public) => Admitted::Public,
             Verdict::Open(_) => Admitted::Grant(session.generation),
             Verdict::Exchange { grant, result } => {
@@ -123,22 +144,73 @@ impl Shared {
                 return self.answer(Outcome::AccessDenied, asked.kind, Some(result));
             }
         };
-        let access = verdict.result();
+        let access = match admitted {
+            Admitted::Public => AccessResult::Public,
+            Admitted::Grant(_) => AccessResult::Grant,
+        };
+        if asked.waiting {
+            return Decision::Wait { access };
+        }
+        let answer = |outcome| self.answer(outcome, asked.kind, Some(access));
         match resolution {
             Resolution::Ready(upstream) if self.health.is_unhealthy(upstream.addr) => {
-                self.answer(Outcome::ContainerUnhealthy, asked.kind, Some(access))
+                answer(Outcome::ContainerUnhealthy)
             }
             Resolution::Ready(upstream) => Decision::Forward {
                 upstream,
+                key,
                 admitted,
                 access,
             },
             Resolution::Forbidden(ip) => {
                 log_forbidden(target, ip);
-                self.answer(Outcome::ForbiddenUpstream, asked.kind, Some(access))
+                answer(Outcome::ForbiddenUpstream)
             }
-            other => self.answer(resolution_outcome(&other), asked.kind, Some(access)),
+            Resolution::Stopped | Resolution::Absent if self.lifecycle.wakes.enabled() => {
+                let wake = if asked.may_wake {
+                    Wake::Ask(WakeFor {
+                        key,
+                        client: target.client.clone(),
+                        thread: target.thread.clone(),
+                    })
+                } else {
+                    Wake::Ignore
+                };
+                Decision::Answer(Answered {
+                    wake,
+                    ..self.answered(Outcome::ContainerWaking, asked.kind, Some(access))
+                })
+            }
+            other => answer(resolution_outcome(&other)),
         }
+    }
+
+    /// The access decision for a known session. A link's token is never forwarded: on a
+    /// private session it is exchanged on a page load (GET or HEAD) and refused anywhere else;
+    /// on a public one every request carrying it is sent to the URL without it.
+    fn verdict<'c>(
+        &self,
+        asked: &Asked<'_>,
+        session: SessionAccess,
+        grant: impl FnOnce(&str) -> Option<&'c str>,
+    ) -> Verdict {
+        let target = asked.target;
+        let token = link::token_in(asked.query);
+        let level = self.gate.level(session);
+        let exchangeable = asked.safe_method && asked.kind != RequestKind::Upgrade;
+        if token.is_some() && !exchangeable && level == ShareLevel::Private {
+            return Verdict::Denied(AccessResult::Invalid);
+        }
+        let grant = match (&token, level) {
+            (None, ShareLevel::Private) => grant(&target.thread),
+            _ => None,
+        };
+        let presented = Presented {
+            token: token.as_deref(),
+            grant,
+        };
+        self.gate
+            .check(session, &target.client, &target.thread, presented)
     }
 
     fn answer(
@@ -147,11 +219,21 @@ impl Shared {
         kind: RequestKind,
         access: Option<AccessResult>,
     ) -> Decision {
-        Decision::Answer {
+        Decision::Answer(self.answered(outcome, kind, access))
+    }
+
+    fn answered(
+        &self,
+        outcome: Outcome,
+        kind: RequestKind,
+        access: Option<AccessResult>,
+    ) -> Answered {
+        Answered {
             outcome,
             answer: pages::answer(outcome, kind),
             access,
             limited: None,
+            wake: Wake::None,
         }
     }
 
@@ -162,12 +244,13 @@ impl Shared {
             link::grant_cookie(&name, &g, self.gate.grant_ttl(), asked.tls)
         });
         let location = link::without_token(asked.path, asked.query);
-        Decision::Answer {
+        Decision::Answer(Answered {
             outcome: Outcome::Redirect,
             answer: pages::token_exchange(location, cookie),
             access: Some(result),
             limited: None,
-        }
+            wake: Wake::None,
+        })
     }
 }
 
@@ -184,7 +267,8 @@ pub fn resolution_outcome(resolution: &Resolution) -> Outcome {
     match resolution {
         Resolution::Ready(_) => Outcome::Routed,
         Resolution::Unknown => Outcome::UnknownSession,
-        Resolution::Starting => Outcome::ContainerStarting,
+        // Without a waker, a container not recorded yet is taken to be starting, as before.
+        Resolution::Starting | Resolution::Absent => Outcome::ContainerStarting,
         Resolution::Stopped => Outcome::ContainerStopped,
         Resolution::StoreUnavailable => Outcome::StoreUnavailable,
         Resolution::RateLimited(_) => Outcome::RateLimited,

@@ -15,6 +15,7 @@ pub mod drain;
 pub mod fastpath;
 pub mod headers;
 pub mod health;
+pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod outcome;

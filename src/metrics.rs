@@ -54,6 +54,9 @@ pub struct Metrics {
     pub websocket_revoked: IntCounter,
     /// Access decisions by result.
     access: Vec<IntCounter>,
+    activity_writes: IntCounterVec,
+    wake_requests: IntCounterVec,
+    cold_starts: Histogram,
     pub containers_unhealthy: IntGauge,
     pub health_checks: IntCounterVec,
     /// Requests the router's own HTTP/1.1 path served, or handed to Pingora's proxy and why.
@@ -123,7 +126,40 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let activity_writes = IntCounterVec::new(
+            Opts::new(
+                "session_router_activity_writes_total",
+                "Activity stamps by result (written, skipped: the store held a later one, \
+                 dropped: the queue was full, failed)",
+            ),
+            &["result"],
+        )?;
+        let wake_requests = IntCounterVec::new(
+            Opts::new(
+                "session_router_wake_requests_total",
+                "Visits to a stopped session by what came of the wake (sent, deduplicated: \
+                 another router won it, cooldown: this router asked lately, ignored: a bot, \
+                 HEAD or asset, failed)",
+            ),
+            &["result"],
+        )?;
+        for r in ["written", "skipped", "dropped", "failed"] {
+            activity_writes.with_label_values(&[r]);
+        }
+        for r in ["sent", "deduplicated", "cooldown", "ignored", "failed"] {
+            wake_requests.with_label_values(&[r]);
+        }
+        let cold_starts = Histogram::with_opts(
+            HistogramOpts::new(
+                "session_router_cold_start_seconds",
+                "From a wake this router sent to the session's first routed response",
+            )
+            .buckets(vec![1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0]),
+        )?;
         let m = Metrics {
+            activity_writes,
+            wake_requests,
+            cold_starts,
             access: AccessResult::ALL
                 .iter()
                 .map(|r| access.with_label_values(&[r.label()]))
@@ -230,6 +266,9 @@ impl Metrics {
         m.registry.register(Box::new(lookups))?;
         m.registry.register(Box::new(misses_limited))?;
         m.registry.register(Box::new(access))?;
+        m.registry.register(Box::new(m.activity_writes.clone()))?;
+        m.registry.register(Box::new(m.wake_requests.clone()))?;
+        m.registry.register(Box::new(m.cold_starts.clone()))?;
         m.registry.register(Box::new(m.websocket_revoked.clone()))?;
         m.registry.register(Box::new(m.store_requests.clone()))?;
         m.registry.register(Box::new(m.store_durations.clone()))?;
@@ -273,6 +312,18 @@ impl Metrics {
 
     pub fn access(&self, result: AccessResult) {
         self.access[result as usize].inc();
+    }
+
+    pub fn activity_write(&self, result: &str) {
+        self.activity_writes.with_label_values(&[result]).inc();
+    }
+
+    pub fn wake_request(&self, result: &str) {
+        self.wake_requests.with_label_values(&[result]).inc();
+    }
+
+    pub fn cold_start(&self, seconds: f64) {
+        self.cold_starts.observe(seconds);
     }
 
     pub fn miss_limited(&self, scope: MissScope) {

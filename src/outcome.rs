@@ -11,6 +11,9 @@ pub enum Outcome {
     UnknownSession,
     ContainerStarting,
     ContainerStopped,
+    /// The container is stopped or absent and a wake was asked for (or is under way): the page
+    /// shows the preview by itself once the container is routable.
+    ContainerWaking,
     /// The container fails its health checks: answered at once rather than after a timeout.
     ContainerUnhealthy,
     StoreUnavailable,
@@ -29,7 +32,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub const ALL: [Outcome; 16] = [
+    pub const ALL: [Outcome; 17] = [
         Outcome::Routed,
         Outcome::Redirect,
         Outcome::NotPreviewHost,
@@ -37,6 +40,7 @@ impl Outcome {
         Outcome::UnknownSession,
         Outcome::ContainerStarting,
         Outcome::ContainerStopped,
+        Outcome::ContainerWaking,
         Outcome::ContainerUnhealthy,
         Outcome::StoreUnavailable,
         Outcome::RateLimited,
@@ -57,6 +61,7 @@ impl Outcome {
             Outcome::UnknownSession => "unknown_session",
             Outcome::ContainerStarting => "container_starting",
             Outcome::ContainerStopped => "container_stopped",
+            Outcome::ContainerWaking => "container_waking",
             Outcome::ContainerUnhealthy => "container_unhealthy",
             Outcome::StoreUnavailable => "store_unavailable",
             Outcome::RateLimited => "rate_limited",
@@ -82,6 +87,7 @@ impl Outcome {
             Outcome::NotPreviewHost | Outcome::NoSession | Outcome::UnknownSession => 404,
             Outcome::ContainerStarting
             | Outcome::ContainerStopped
+            | Outcome::ContainerWaking
             | Outcome::ContainerUnhealthy
             | Outcome::StoreUnavailable => 503,
             Outcome::UpstreamUnreachable

@@ -32,10 +32,26 @@ struct Wording {
     title: &'static str,
     message: &'static str,
     retry_after: Option<u32>,
-    reload: bool,
+    reload: Reload,
 }
 
+/// How a page comes back by itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    Never,
+    /// A fixed refresh after `retry_after`.
+    Refresh,
+    /// Asks the router to hold a request until the session is routable ([`WAIT_HEADER`]), then
+    /// reloads at once.
+    Watch,
+}
+
+/// The header of the waking page's own request: held by the router until the session is
+/// routable (204) or the wait times out (503), never forwarded to a container.
+pub const WAIT_HEADER: &str = "x-session-router-wait";
+
 fn wording(outcome: Outcome) -> Wording {
+    use Reload::{Never, Refresh, Watch};
     let w = |title, message, retry_after, reload| Wording {
         title,
         message,
@@ -43,26 +59,34 @@ fn wording(outcome: Outcome) -> Wording {
         reload,
     };
     match outcome {
-        Outcome::NoSession => w("No active session", "This address names no editing session. Open the preview link from your editor.", None, false),
-        Outcome::UnknownSession => w("Session not found", "This editing session does not exist or has ended. Start a new session from your editor.", None, false),
-        Outcome::ContainerStarting => w("Starting your preview", "Your preview is starting. This page reloads by itself when it is ready.", Some(2), true),
-        Outcome::ContainerUnhealthy => w("Preview restarting", "Your preview is not answering right now. This page reloads by itself when it is back.", Some(2), true),
-        Outcome::ContainerStopped => w("Session paused", "This editing session is paused. Resume it from your editor to see the preview again.", None, false),
-        Outcome::StoreUnavailable => w("Preview temporarily unavailable", "The router cannot look up this session right now. This page retries by itself.", Some(5), true),
-        Outcome::RateLimited => w("Too many requests", "Too many previews were looked up from this address at once. This page retries by itself in a moment.", Some(1), true),
-        Outcome::UpstreamUnreachable => w("Preview unreachable", "The preview server for this session is not answering. Try again in a moment.", None, false),
-        Outcome::ForbiddenUpstream | Outcome::ContainerMismatch => w("Preview unavailable", "This session's preview cannot be reached.", None, false),
-        Outcome::BadRequest => w("Bad request", "The request could not be understood.", None, false),
-        Outcome::AccessDenied => w("This preview is private", "Open the preview from your editor: its link lets this browser in. A link works once and for a few minutes; if it has expired or was revoked, open the preview again from the editor.", None, false),
-        _ => w("Not found", "Nothing is served at this address.", None, false),
+        Outcome::NoSession => w("No active session", "This address names no editing session. Open the preview link from your editor.", None, Never),
+        Outcome::UnknownSession => w("Session not found", "This editing session does not exist or has ended. Start a new session from your editor.", None, Never),
+        Outcome::ContainerStarting => w("Starting your preview", "Your preview is starting. This page reloads by itself when it is ready.", Some(2), Refresh),
+        Outcome::ContainerUnhealthy => w("Preview restarting", "Your preview is not answering right now. This page reloads by itself when it is back.", Some(2), Refresh),
+        Outcome::ContainerWaking => w("Waking your preview", "This editing session was paused and is starting again. The preview shows here by itself as soon as it is ready.", Some(2), Watch),
+        Outcome::ContainerStopped => w("Session paused", "This editing session is paused. Resume it from your editor to see the preview again.", None, Never),
+        Outcome::StoreUnavailable => w("Preview temporarily unavailable", "The router cannot look up this session right now. This page retries by itself.", Some(5), Refresh),
+        Outcome::RateLimited => w("Too many requests", "Too many previews were looked up from this address at once. This page retries by itself in a moment.", Some(1), Refresh),
+        Outcome::UpstreamUnreachable => w("Preview unreachable", "The preview server for this session is not answering. Try again in a moment.", None, Never),
+        Outcome::ForbiddenUpstream | Outcome::ContainerMismatch => w("Preview unavailable", "This session's preview cannot be reached.", None, Never),
+        Outcome::BadRequest => w("Bad request", "The request could not be understood.", None, Never),
+        Outcome::AccessDenied => w("This preview is private", "Open the preview from your editor: its link lets this browser in. A link is good for a few minutes; if it has expired or access was revoked, open the preview again from the editor.", None, Never),
+        _ => w("Not found", "Nothing is served at this address.", None, Never),
     }
 }
 
 const PAGE_STYLE: &str = "body{font-family:system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;color:#222}h1{font-size:1.5rem}p{line-height:1.5}";
 
+/// The waking page's watch: one request held by the router until the session is routable, then
+/// a reload; after a timeout or a network error it asks again.
+const WATCH_SCRIPT: &str = "<script>(async()=>{for(;;){try{const r=await fetch(location.href,{headers:{'X-Session-Router-Wait':'1'},cache:'no-store'});if(r.status!==503){location.reload();return}}catch(e){}await new Promise(d=>setTimeout(d,1000))}})()</script><noscript><meta http-equiv=\"refresh\" content=\"5\"></noscript>";
+
 fn html_page(w: &Wording) -> String {
     let refresh = match (w.reload, w.retry_after) {
-        (true, Some(secs)) => format!("<meta http-equiv=\"refresh\" content=\"{secs}\">"),
+        (Reload::Refresh, Some(secs)) => {
+            format!("<meta http-equiv=\"refresh\" content=\"{secs}\">")
+        }
+        (Reload::Watch, _) => WATCH_SCRIPT.to_owned(),
         _ => String::new(),
     };
     format!(
@@ -140,6 +164,19 @@ pub fn redirect(location: String) -> Answer {
         content_type: None,
         retry_after: None,
         location: Some(location),
+        set_cookie: None,
+        body: Bytes::new(),
+    }
+}
+
+/// The answer to the waking page's wait: 204 once the session is routable (the page reloads),
+/// 503 when the wait ran out (it asks again).
+pub fn wait_answer(routable: bool) -> Answer {
+    Answer {
+        status: if routable { 204 } else { 503 },
+        content_type: None,
+        retry_after: (!routable).then_some(1),
+        location: None,
         set_cookie: None,
         body: Bytes::new(),
     }

@@ -23,6 +23,7 @@ use crate::drain::{DrainWatcher, Draining};
 use crate::fastpath::{Engine, FastPath, PoolSweeper, UpstreamPool};
 use crate::headers::OwnCookies;
 use crate::health::{Health, HealthChecker};
+use crate::lifecycle::{Activity, ActivityWriter, Lifecycle, Waker, Wakes, Watch, WatchPoller};
 use crate::metrics::Metrics;
 use crate::proxy::{SessionProxy, Shared};
 use crate::store::{DynamoDbStore, FileStore, RouteStore, ShareLevel};
@@ -90,6 +91,26 @@ fn build_gate(config: &AccessConfig, cookies: OwnCookies) -> Result<Gate, StartE
     Ok(Gate::new(config.default, verifier, grants, cookies))
 }
 
+fn build_lifecycle(config: &Config, resolver: &Resolver, metrics: &Arc<Metrics>) -> Arc<Lifecycle> {
+    let activity = Activity::new(
+        config.activity.interval,
+        config.activity.queue,
+        metrics.clone(),
+    );
+    let wakes = Wakes::new(
+        Waker::from_config(&config.wake),
+        resolver.store().clone(),
+        config.wake.cooldown,
+        metrics.clone(),
+    );
+    Arc::new(Lifecycle {
+        activity: Arc::new(activity),
+        wakes: Arc::new(wakes),
+        watch: Arc::new(Watch::default()),
+        wait_limit: config.wake.wait_timeout,
+    })
+}
+
 fn build_store(config: &Config) -> Result<Arc<dyn RouteStore>, StartError> {
     match config.store.kind {
         StoreKind::File => Ok(Arc::new(FileStore::new(config.store.file.path.clone()))),
@@ -151,9 +172,27 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         "access log flush",
         AccessLogFlusher::new(access_log.clone()),
     );
+    let lifecycle = build_lifecycle(&config, &resolver, &metrics);
+    let activity_writer = background_service(
+        "activity writer",
+        ActivityWriter::new(
+            lifecycle.activity.clone(),
+            resolver.store().clone(),
+            metrics.clone(),
+        ),
+    );
+    let watch_poller = background_service(
+        "waiting watch",
+        WatchPoller::new(
+            lifecycle.watch.clone(),
+            resolver.clone(),
+            config.wake.watch_interval,
+        ),
+    );
     let shared = Shared {
         resolver: resolver.clone(),
         gate,
+        lifecycle,
         metrics: metrics.clone(),
         health,
         upgrades,
@@ -174,6 +213,8 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(checker);
     server.add_service(drain_watcher);
     server.add_service(flusher);
+    server.add_service(activity_writer);
+    server.add_service(watch_poller);
     Ok(server)
 }
 

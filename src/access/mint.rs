@@ -22,15 +22,30 @@ pub enum MintError {
     Sign(#[from] jsonwebtoken::errors::Error),
 }
 
-/// A new key pair: the private key (base64 PKCS#8, for the editing app's secret store) and the
-/// public JWK to add to the router's JWKS file.
+/// The RFC 8410 PKCS#8 (v1) prefix of an Ed25519 private key; the 32-byte seed follows.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// A new key pair: the private key (base64 DER PKCS#8, for the editing app's secret store) and
+/// the public JWK to add to the router's JWKS file. The private key is written in the RFC 8410
+/// v1 form, the one OpenSSL, Node's `crypto` and Python's `cryptography` load; `ring` makes the
+/// v2 form, which also holds the public key and which they refuse.
 pub fn new_key(kid: &str) -> Result<Value, MintError> {
-    let pkcs8 =
-        Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| MintError::KeyGen)?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| MintError::KeyGen)?;
+    let v2 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| MintError::KeyGen)?;
+    let pair = Ed25519KeyPair::from_pkcs8(v2.as_ref()).map_err(|_| MintError::KeyGen)?;
+    let seed = v2
+        .as_ref()
+        .get(PKCS8_V1_PREFIX.len()..PKCS8_V1_PREFIX.len() + 32)
+        .ok_or(MintError::KeyGen)?;
+    let v1: Vec<u8> = PKCS8_V1_PREFIX.iter().chain(seed).copied().collect();
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&v1)
+        .ok()
+        .filter(|again| again.public_key().as_ref() == pair.public_key().as_ref())
+        .ok_or(MintError::KeyGen)?;
     Ok(json!({
         "kid": kid,
-        "private_key": STANDARD.encode(pkcs8.as_ref()),
+        "private_key": STANDARD.encode(&v1),
         "jwk": public_jwk(kid, pair.public_key().as_ref()),
     }))
 }
@@ -54,7 +69,7 @@ pub fn token(private_key: &str, kid: &str, link: &Link<'_>) -> Result<String, Mi
     let pkcs8 = STANDARD
         .decode(private_key.trim())
         .map_err(|_| MintError::PrivateKey)?;
-    Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| MintError::PrivateKey)?;
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8).map_err(|_| MintError::PrivateKey)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -89,6 +104,16 @@ mod tests {
         let private = key["private_key"].as_str().unwrap();
         let token = token(private, "k1", &link).unwrap();
         assert_eq!(verifier.verify(&token, "acme", "t1").unwrap().gen, 1);
+    }
+
+    #[test]
+    fn the_private_key_is_the_standard_pkcs8_form() {
+        let key = new_key("k1").unwrap();
+        let der = STANDARD
+            .decode(key["private_key"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], PKCS8_V1_PREFIX);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the typed [`Config`] the rest of the crate reads.
 
 mod access;
+mod lifecycle;
 mod model;
 mod session_key;
 
@@ -15,8 +16,9 @@ use thiserror::Error;
 
 pub use access::AccessConfig;
 pub use model::{
-    AccessSection, DynamoDbSection, FileStoreSection, HealthSection, ListenSection, LogFormat,
-    LogSection, RouterFile, RoutingSection, StoreKind, StoreSection, UpstreamSection,
+    AccessSection, ActivitySection, DynamoDbSection, FileStoreSection, HealthSection,
+    ListenSection, LogFormat, LogSection, RouterFile, RoutingSection, StoreKind, StoreSection,
+    UpstreamSection, WakeKind, WakeSection,
 };
 pub use session_key::SessionKeyTemplate;
 
@@ -65,6 +67,8 @@ pub struct Config {
     pub health: HealthSection,
     pub log: LogSection,
     pub access: AccessConfig,
+    pub activity: ActivitySection,
+    pub wake: WakeSection,
 }
 
 /// Routing settings with the host patterns compiled.
@@ -116,6 +120,8 @@ impl Config {
         let upstream = validate_upstream(file.upstream)?;
         validate_store(&file.store)?;
         validate_listen(&file.listen)?;
+        lifecycle::validate_activity(&file.activity)?;
+        lifecycle::validate_wake(&file.wake)?;
         if file.health.interval.is_zero() {
             return Err(ConfigError::invalid(
                 "health.interval",
@@ -130,6 +136,8 @@ impl Config {
             store: file.store,
             upstream,
             access,
+            activity: file.activity,
+            wake: file.wake,
         })
     }
 }

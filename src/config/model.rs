@@ -18,6 +18,77 @@ pub struct RouterFile {
     pub health: HealthSection,
     pub log: LogSection,
     pub access: AccessSection,
+    pub activity: ActivitySection,
+    pub wake: WakeSection,
+}
+
+/// Activity write-back (contract section 1.7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActivitySection {
+    /// At most one `lastActivityAt` write per session per router this often.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Writes waiting at most; past it a write is dropped and counted, never waited for.
+    pub queue: usize,
+}
+
+impl Default for ActivitySection {
+    fn default() -> Self {
+        ActivitySection {
+            interval: Duration::from_secs(60),
+            queue: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WakeKind {
+    #[default]
+    None,
+    Sqs,
+    Http,
+}
+
+/// Waking stopped containers on a visit (contract section 1.7).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WakeSection {
+    pub kind: WakeKind,
+    /// `sqs`: the queue's URL; a `.fifo` queue gets the session id as message group.
+    pub queue_url: Option<String>,
+    /// `http`: where the wake is POSTed.
+    pub url: Option<String>,
+    /// `http`: HMAC key of the signature header; from `SESSION_ROUTER__WAKE__SECRET`.
+    pub secret: Option<String>,
+    /// One wake per session this often, across the fleet.
+    #[serde(with = "humantime_serde")]
+    pub cooldown: Duration,
+    /// Longest a wake's send (SQS or HTTP) may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// While someone waits for a session, how often its route is re-read from the store.
+    #[serde(with = "humantime_serde")]
+    pub watch_interval: Duration,
+    /// How long one wait of the waking page is held open before the page asks again.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+}
+
+impl Default for WakeSection {
+    fn default() -> Self {
+        WakeSection {
+            kind: WakeKind::None,
+            queue_url: None,
+            url: None,
+            secret: None,
+            cooldown: Duration::from_secs(30),
+            timeout: Duration::from_secs(5),
+            watch_interval: Duration::from_millis(250),
+            wait_timeout: Duration::from_secs(25),
+        }
+    }
 }
 
 /// Private previews (contract section 1.6).
@@ -139,6 +210,10 @@ pub struct ListenSection {
     /// Client connections open at once from one address (a trusted balancer is not counted as
     /// one); past it new ones get 429 and are closed.
     pub max_connections_per_client: usize,
+    /// Clients reach this listener through a balancer that ends TLS but sends no
+    /// X-Forwarded-Proto (an NLB TLS listener): cookies are then Secure, and grants
+    /// `SameSite=None; Partitioned`, as behind any other TLS.
+    pub behind_tls: bool,
 }
 
 impl Default for ListenSection {
@@ -156,6 +231,7 @@ impl Default for ListenSection {
             max_head_size: 32 * 1024,
             max_connections: 16_384,
             max_connections_per_client: 256,
+            behind_tls: false,
         }
     }
 }

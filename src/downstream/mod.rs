@@ -29,6 +29,9 @@ pub struct DownstreamLimits {
     pub head_timeout: Duration,
     pub max_head_line: usize,
     pub max_head_size: usize,
+    /// Clients reach the listener through a balancer that ends TLS without saying so (an NLB
+    /// TLS listener): they count as TLS clients.
+    pub behind_tls: bool,
 }
 
 impl DownstreamLimits {
@@ -48,6 +51,7 @@ impl From<&ListenSection> for DownstreamLimits {
             head_timeout: l.head_timeout,
             max_head_line: l.max_head_line,
             max_head_size: l.max_head_size,
+            behind_tls: l.behind_tls,
         }
     }
 }

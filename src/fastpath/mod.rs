@@ -36,6 +36,7 @@ use crate::decide::{Asked, Decision};
 use crate::downstream::{Admission, DownstreamLimits};
 use crate::headers::{self, affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
 use crate::outcome::Outcome;
+use crate::pages::WAIT_HEADER;
 use crate::proxy::{SessionProxy, Shared};
 use crate::routing::{classify, RequestParts};
 use connection::{Client, Stop};
@@ -170,7 +171,7 @@ impl FastPath {
         let forwarded = Forwarded {
             peer,
             trusted_peer,
-            tls: false,
+            tls: self.limits.behind_tls,
             sent_for: req
                 .header("x-forwarded-for")
                 .and_then(|v| std::str::from_utf8(v).ok()),
@@ -186,6 +187,9 @@ impl FastPath {
             path: req.path(),
             query: req.query(),
             tls: forwarded.client_tls(),
+            // Answers, wakes included, are Pingora's to give: this path only forwards.
+            may_wake: false,
+            waiting: req.header(WAIT_HEADER).is_some(),
         };
         let decision = self
             .shared
@@ -197,6 +201,7 @@ impl FastPath {
         // and the access decision are counted there alone.
         let Decision::Forward {
             upstream,
+            key,
             admitted,
             access,
         } = decision
@@ -205,6 +210,9 @@ impl FastPath {
         };
         self.shared.metrics.access(access);
         self.shared.health.note_used(upstream.addr);
+        let lifecycle = &self.shared.lifecycle;
+        lifecycle.activity.touch(&key);
+        lifecycle.wakes.routed(&key);
 
         let set_cookie = wants_affinity(&target, kind, cookie_thread)
             .then(|| affinity_cookie(cookie_name, &target.thread, forwarded.client_tls()));
@@ -237,10 +245,7 @@ impl FastPath {
             Exchanged::Delegate => Next::Delegate(Handoff::UpstreamFailed),
             Exchanged::Switched(switched) => Next::Upgraded(Box::new(Upgraded {
                 switched,
-                session_key: self
-                    .shared
-                    .resolver
-                    .session_key(&target.client, &target.thread),
+                session_key: key,
                 admitted,
                 upstream,
                 started,

@@ -38,6 +38,7 @@ pub async fn run(
     from_client: &[u8],
     switched: Switched,
     idle: Option<Duration>,
+    active: &(dyn Fn() + Sync),
 ) {
     let Switched { socket, early, .. } = switched;
     let (mut container_read, mut container_write) = tokio::io::split(socket);
@@ -55,12 +56,14 @@ pub async fn run(
             &mut container_write,
             FROM_CLIENT_CHUNK,
             idle,
+            active,
         );
         let to_client = pump(
             &mut container_read,
             &mut client_write,
             FROM_CONTAINER_CHUNK,
             None,
+            active,
         );
         tokio::pin!(to_container, to_client);
         tokio::select! {
@@ -82,7 +85,14 @@ pub async fn run(
 }
 
 /// Copies `from` to `to`, `chunk` bytes at most at a time, until `from` ends, fails, or (with `idle`) stays quiet that long.
-async fn pump<R, W>(from: &mut R, to: &mut W, chunk: usize, idle: Option<Duration>) -> Pumped
+/// `active` is told of every read: frames either way mark the session active.
+async fn pump<R, W>(
+    from: &mut R,
+    to: &mut W,
+    chunk: usize,
+    idle: Option<Duration>,
+    active: &(dyn Fn() + Sync),
+) -> Pumped
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -103,6 +113,7 @@ where
                 return Pumped::Ended;
             }
             Ok(n) => {
+                active();
                 if write_flushed(to, &buf[..n]).await.is_err() {
                     return Pumped::Broken;
                 }
@@ -143,7 +154,7 @@ mod tests {
         let from_client = from_client.to_vec();
         let tunnel = tokio::spawn(async move {
             let mut client = TcpClient::from(client_side);
-            run(&mut client, &from_client, switched, idle).await;
+            run(&mut client, &from_client, switched, idle, &|| {}).await;
         });
         Ends {
             browser,

@@ -63,6 +63,7 @@ impl FastPath {
         let metrics = &self.shared.metrics;
         self.count_upgrade("ok");
         metrics.websocket_connections.inc();
+        let key = session_key.clone();
         let registered = upgrades::Upgraded {
             session_key,
             container_id: upstream.container_id.clone(),
@@ -74,7 +75,9 @@ impl FastPath {
             .upgrades
             .register(registered, switched.socket.handle());
         let idle = self.limits.websocket_idle;
-        tunnel::run(&mut client.io, &from_client, switched, idle).await;
+        let activity = &self.shared.lifecycle.activity;
+        let active = || activity.touch(&key);
+        tunnel::run(&mut client.io, &from_client, switched, idle, &active).await;
         self.shared.upgrades.remove(id);
         metrics.websocket_connections.dec();
 

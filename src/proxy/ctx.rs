@@ -19,6 +19,8 @@ pub struct RequestCtx {
     pub(super) upstream: Option<UpstreamTarget>,
     /// How access let the request in, kept with its WebSocket for revocation.
     pub(super) admitted: Admitted,
+    /// The session's store key, once routed: its WebSocket frames mark it active.
+    pub(super) session_key: Option<String>,
     pub(super) set_affinity: bool,
     pub(super) upgraded: bool,
     /// A connect failed and the one retry, with a fresh store read, is due.
@@ -41,6 +43,7 @@ impl RequestCtx {
             target: None,
             upstream: None,
             admitted: Admitted::Public,
+            session_key: None,
             set_affinity: false,
             upgraded: false,
             retry_pending: false,

@@ -16,22 +16,25 @@ impl SessionProxy {
     /// Lets the upgrade watcher close this connection if its session moves elsewhere.
     pub(super) fn register_upgrade(&self, ctx: &mut RequestCtx) {
         let close = ctx.upgrade_connector.take().and_then(|c| c.connected());
-        let (Some(close), Some(upstream), Some(target)) = (close, &ctx.upstream, &ctx.target)
+        let (Some(close), Some(upstream), Some(key)) = (close, &ctx.upstream, &ctx.session_key)
         else {
             return;
         };
-        let key = self
-            .shared
-            .resolver
-            .session_key(&target.client, &target.thread);
         let upgraded = Upgraded {
-            session_key: key,
+            session_key: key.clone(),
             container_id: upstream.container_id.clone(),
             addr: upstream.addr,
             admitted: ctx.admitted,
         };
         let id = self.shared.upgrades.register(upgraded, close);
         ctx.upgrade_id = Some(id);
+    }
+
+    /// A WebSocket's frames, either way, mark its session active.
+    pub(super) fn websocket_activity(&self, ctx: &RequestCtx) {
+        if let (true, Some(key)) = (ctx.upgraded, &ctx.session_key) {
+            self.shared.lifecycle.activity.touch(key);
+        }
     }
 
     /// Refuses a response whose container names itself as another container: the session's

@@ -6,13 +6,14 @@ mod headers;
 mod lifecycle;
 mod respond;
 mod response;
+mod route;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use http::header::{COOKIE, HOST, SET_COOKIE};
-use http::Method;
+use bytes::Bytes;
+use http::header::{HOST, SET_COOKIE};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -21,10 +22,11 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::access::Gate;
 use crate::access_log::AccessLog;
 use crate::config::{Routing, Upstream};
-use crate::decide::{reject_outcome, Asked, Decision};
+use crate::decide::reject_outcome;
 use crate::downstream::DownstreamLimits;
 use crate::drain::Draining;
 use crate::health::Health;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
@@ -36,7 +38,7 @@ use crate::upstream::PeerFactory;
 use crate::headers::{affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
 use headers::{
     classify_request, cookie_value, drop_unnamed_upgrade, forwarded_from, request_kind,
-    requester_from, set_forwarding_headers, strip_own_cookies,
+    set_forwarding_headers, strip_own_cookies,
 };
 use lifecycle::retry_reason;
 use respond::write_answer;
@@ -51,6 +53,8 @@ pub struct Shared {
     pub resolver: Arc<Resolver>,
     /// Who may see which session's preview.
     pub gate: Arc<Gate>,
+    /// Activity, wakes and waiting visitors.
+    pub lifecycle: Arc<Lifecycle>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     pub upgrades: Arc<Upgrades>,
@@ -107,7 +111,8 @@ impl SessionProxy {
     /// Where the request came from, for the forwarding headers and the cookie's Secure flag.
     fn forwarded<'s>(&self, session: &'s Session) -> Forwarded<'s> {
         let (peer, trusted) = self.peer(session);
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let tls =
+            self.limits.behind_tls || session.digest().is_some_and(|d| d.ssl_digest.is_some());
         forwarded_from(session.req_header(), peer, trusted, tls)
     }
 
@@ -161,37 +166,8 @@ impl ProxyHttp for SessionProxy {
                 return self.answer(session, ctx, outcome, answer).await;
             }
         };
-        let (peer, trusted) = self.peer(session);
-        let req = session.req_header();
-        let asked = Asked {
-            target: &target,
-            requester: requester_from(req, peer, trusted),
-            kind: ctx.kind,
-            safe_method: matches!(req.method, Method::GET | Method::HEAD),
-            path: req.uri.path(),
-            query: req.uri.query(),
-            tls: self.forwarded(session).client_tls(),
-        };
-        let cookies = req.headers.get_all(COOKIE);
-        let decision = self
-            .shared
-            .decide(&asked, |thread| {
-                let values = cookies.iter().map(|v| v.as_bytes());
-                self.routing.cookies.grant_in(values, thread)
-            })
-            .await;
-        decision.count(&self.shared.metrics);
-        match decision {
-            Decision::Forward {
-                upstream, admitted, ..
-            } => {
-                self.shared.health.note_used(upstream.addr);
-                ctx.upstream = Some(upstream);
-                ctx.admitted = admitted;
-            }
-            Decision::Answer {
-                outcome, answer, ..
-            } => return self.answer(session, ctx, outcome, answer).await,
+        if self.route(session, ctx, &target).await? {
+            return Ok(true);
         }
         let read_timeout = if upgrade {
             self.limits.websocket_idle
@@ -299,6 +275,28 @@ impl ProxyHttp for SessionProxy {
             }
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        self.websocket_activity(ctx);
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        self.websocket_activity(ctx);
+        Ok(None)
     }
 
     fn fail_to_connect(

@@ -155,6 +155,24 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// A time the router stamps on a sessions item, as epoch seconds or milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stamp {
+    /// `lastActivityAt`, epoch seconds: when a request or WebSocket frame last used the session.
+    LastActivity,
+    /// `wakeRequestedAt`, epoch milliseconds: when a router last asked for the container.
+    WakeRequested,
+}
+
+impl Stamp {
+    pub fn attribute(self) -> &'static str {
+        match self {
+            Stamp::LastActivity => "lastActivityAt",
+            Stamp::WakeRequested => "wakeRequestedAt",
+        }
+    }
+}
+
 /// A source of routes. Full loads feed the periodic refresh; single lookups serve table misses.
 #[async_trait]
 pub trait RouteStore: Send + Sync {
@@ -169,4 +187,15 @@ pub trait RouteStore: Send + Sync {
 
     /// Looks one container up by id, bypassing any cache.
     async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError>;
+
+    /// Sets `stamp` on an existing session to `value` if it is absent or below `below`, in one
+    /// conditional write, so that routers racing for it never move it back and exactly one wins
+    /// a claim. `Ok(false)`: the condition did not hold.
+    async fn stamp(
+        &self,
+        key: &str,
+        stamp: Stamp,
+        value: u64,
+        below: u64,
+    ) -> Result<bool, StoreError>;
 }

@@ -148,7 +148,7 @@ impl BackgroundService for Refresher {
 mod tests {
     use super::*;
     use crate::config::SessionKeyTemplate;
-    use crate::store::{ContainerRecord, FileStore, RouteStore, SessionRecord};
+    use crate::store::{ContainerRecord, FileStore, RouteStore, SessionRecord, Stamp};
     use crate::table::ResolverSettings;
     use crate::upstream::AddressPolicy;
     use std::sync::Mutex;
@@ -207,6 +207,10 @@ mod tests {
 
         async fn get_container(&self, _: &str) -> Result<Option<ContainerRecord>, StoreError> {
             Ok(None)
+        }
+
+        async fn stamp(&self, _: &str, _: Stamp, _: u64, _: u64) -> Result<bool, StoreError> {
+            Ok(false)
         }
     }
 

@@ -28,6 +28,8 @@ pub enum Resolution {
     Unknown,
     Starting,
     Stopped,
+    /// The session names a container the store does not hold (yet, or any more).
+    Absent,
     StoreUnavailable,
     /// Not in memory, and the store read it needs is over the requester's or the process's
     /// budget.
@@ -43,16 +45,12 @@ pub enum Resolution {
 pub struct Resolved {
     pub resolution: Resolution,
     pub access: Option<SessionAccess>,
+    /// The session's store key, rendered once per request.
+    pub key: String,
 }
 
-impl From<Resolution> for Resolved {
-    fn from(resolution: Resolution) -> Self {
-        Resolved {
-            resolution,
-            access: None,
-        }
-    }
-}
+/// A resolution and, for a session the store knows, its access settings.
+type Found = (Resolution, Option<SessionAccess>);
 
 /// Where a session's requests would go now, as far as memory says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,29 +230,44 @@ impl Resolver {
     /// Finds where a session's requests go. A session not in memory costs a store read, charged
     /// to `requester` (the client address; see [`crate::headers::requester`]).
     pub async fn resolve(&self, client: &str, thread: &str, requester: Option<IpAddr>) -> Resolved {
+        let key = self.session_key(client, thread);
+        let (resolution, access) = self.find(&key, client, thread, requester).await;
+        Resolved {
+            resolution,
+            access,
+            key,
+        }
+    }
+
+    async fn find(
+        &self,
+        key: &str,
+        client: &str,
+        thread: &str,
+        requester: Option<IpAddr>,
+    ) -> Found {
         let asker = Asker {
             limiter: &self.misses,
             requester,
             metrics: &self.metrics,
         };
-        let key = self.session_key(client, thread);
         let now_ms = now_epoch_ms();
         let healed = self.healed.load();
-        if let Some(h) = healed.get(key.as_str()) {
+        if let Some(h) = healed.get(key) {
             self.metrics.lookup(LookupResult::Hit);
             let (session, container) = (h.session.clone(), h.container.clone());
-            return self.decide(&key, client, thread, session, container, now_ms);
+            return self.decide(key, client, thread, session, container, now_ms);
         }
         let table = self.table.load_full();
-        let session = match table.session(&key) {
+        let session = match table.session(key) {
             Some(s) => {
                 self.count_hit(now_ms);
                 s.clone()
             }
-            None => match self.read_through_session(&key, &asker).await {
+            None => match self.read_through_session(key, &asker).await {
                 Ok(Some(s)) => s,
-                Ok(None) => return Resolution::Unknown.into(),
-                Err(e) => return unanswered(&e).into(),
+                Ok(None) => return (Resolution::Unknown, None),
+                Err(e) => return (unanswered(&e), None),
             },
         };
         let container = match table.container(&session.container_id) {
@@ -264,10 +277,10 @@ impl Resolver {
                 .await
             {
                 Ok(c) => c,
-                Err(e) => return unanswered(&e).into(),
+                Err(e) => return (unanswered(&e), None),
             },
         };
-        self.decide(&key, client, thread, session, container, now_ms)
+        self.decide(key, client, thread, session, container, now_ms)
     }
 
     /// Re-reads a session and its container from the store, bypassing every cache, after its
@@ -304,7 +317,7 @@ impl Resolver {
         });
         self.version.fetch_add(1, Ordering::Release);
         self.decide(&key, client, thread, session, container, now_epoch_ms())
-            .resolution
+            .0
     }
 
     /// The answer for a session record and its container record, wherever they came from, to
@@ -318,24 +331,20 @@ impl Resolver {
         session: SessionRecord,
         container: Option<ContainerRecord>,
         now_ms: u64,
-    ) -> Resolved {
+    ) -> Found {
         if session.is_expired(now_ms / 1000) {
-            return Resolution::Unknown.into();
+            return (Resolution::Unknown, None);
         }
         let owner = session.client_id.as_deref();
         if let Err(refusal) = ownership::check(&self.settings.session_key, client, thread, owner) {
             self.refusals.report(refusal, key, client, owner);
-            return Resolution::Unknown.into();
+            return (Resolution::Unknown, None);
         }
         let resolution = match container {
             Some(c) => self.to_resolution(key, session.container_id, &c),
-            // Known session, container not yet recorded: it is being started.
-            None => Resolution::Starting,
+            None => Resolution::Absent,
         };
-        Resolved {
-            resolution,
-            access: Some(session.access),
-        }
+        (resolution, Some(session.access))
     }
 
     fn to_resolution(&self, key: &str, id: Arc<str>, c: &ContainerRecord) -> Resolution {

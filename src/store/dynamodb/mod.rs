@@ -2,6 +2,7 @@
 //! parallel, projected Scan and read item by item with consistent GetItem on a table miss.
 
 mod decode;
+mod writes;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use aws_sdk_dynamodb::Client;
 use futures_util::future::try_join_all;
 use tokio::sync::OnceCell;
 
-use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot, TableMap};
+use super::{
+    ContainerRecord, RouteStore, SessionRecord, Stamp, StoreError, StoreSnapshot, TableMap,
+};
 use crate::background::{Priority, PriorityRuntime, Yielder};
 use crate::config::DynamoDbSection;
 use decode::{DecodeError, Item};
@@ -284,6 +287,24 @@ impl RouteStore for DynamoDbStore {
         let attr = &self.settings.container_key_attribute;
         let item = self.get(&self.settings.containers_table, attr, id).await?;
         decode_one(item, |i| decode::container(i, attr))
+    }
+
+    async fn stamp(
+        &self,
+        key: &str,
+        stamp: Stamp,
+        value: u64,
+        below: u64,
+    ) -> Result<bool, StoreError> {
+        writes::stamp(
+            self.client().await,
+            &self.settings,
+            key,
+            stamp,
+            value,
+            below,
+        )
+        .await
     }
 }
 

@@ -4,13 +4,16 @@
 mod document;
 mod reader;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use super::{ContainerRecord, RouteStore, SessionRecord, StoreError, StoreSnapshot, TableSizes};
+use super::{
+    ContainerRecord, RouteStore, SessionRecord, Stamp, StoreError, StoreSnapshot, TableSizes,
+};
 use crate::background::{run_on_own_thread, Priority, Yielder};
 use async_trait::async_trait;
 
@@ -35,6 +38,8 @@ pub struct FileStore {
     parsed: tokio::sync::Mutex<Option<Parsed>>,
     /// Fingerprint of the version the last full load returned.
     loaded: Mutex<Option<Fingerprint>>,
+    /// Activity and wake stamps, which this store keeps in memory rather than in the file.
+    stamps: Mutex<HashMap<(Box<str>, Stamp), u64>>,
 }
 
 impl FileStore {
@@ -43,6 +48,7 @@ impl FileStore {
             path,
             parsed: tokio::sync::Mutex::new(None),
             loaded: Mutex::new(None),
+            stamps: Mutex::new(HashMap::new()),
         }
     }
 
@@ -168,6 +174,29 @@ impl RouteStore for FileStore {
 
     async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
         Ok(self.for_miss().await?.containers.get(id).cloned())
+    }
+
+    /// Kept in memory: the file is the platform's to write, and one router is its only reader.
+    async fn stamp(
+        &self,
+        key: &str,
+        stamp: Stamp,
+        value: u64,
+        below: u64,
+    ) -> Result<bool, StoreError> {
+        if !self.for_miss().await?.sessions.contains_key(key) {
+            return Ok(false);
+        }
+        let mut stamps = self
+            .stamps
+            .lock()
+            .map_err(|_| StoreError::Unavailable("file store state poisoned".into()))?;
+        let slot = (Box::from(key), stamp);
+        if stamps.get(&slot).is_some_and(|&at| at >= below) {
+            return Ok(false);
+        }
+        stamps.insert(slot, value);
+        Ok(true)
     }
 }
 
