@@ -9,7 +9,7 @@ mod session_key;
 use std::path::Path;
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use ipnet::IpNet;
 use thiserror::Error;
@@ -31,6 +31,11 @@ pub const EMBEDDED_ROUTER_TOML: &str = include_str!("../../conf/router.toml");
 
 /// Prefix of environment overrides: `SESSION_ROUTER__STORE__KIND=dynamodb`.
 pub const ENV_PREFIX: &str = "SESSION_ROUTER__";
+
+/// Keys whose environment values are taken as they are. figment reads the others as TOML-like
+/// values: it trims them, unquotes `"…"`, and turns `true`, numbers, `[…]` and `{k=v}` into
+/// booleans, numbers, arrays and tables, which would change a secret or refuse it at start-up.
+const VERBATIM_ENV_KEYS: [&str; 2] = ["access.jwks", "access.grant_secret"];
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -108,7 +113,11 @@ impl Config {
             ConfigSource::File(path) => Figment::from(Toml::file_exact(path)),
             ConfigSource::Embedded => Figment::from(Toml::string(EMBEDDED_ROUTER_TOML)),
         };
-        let file: RouterFile = figment.merge(env).extract().map_err(Box::new)?;
+        let mut figment = figment.merge(env.clone().ignore(&VERBATIM_ENV_KEYS));
+        for (key, value) in env.only(&VERBATIM_ENV_KEYS).iter() {
+            figment = figment.merge(Serialized::default(key.as_str(), value));
+        }
+        let file: RouterFile = figment.extract().map_err(Box::new)?;
         Config::validate(file)
     }
 

@@ -122,3 +122,29 @@ fn key_template_renders() {
     assert!(SessionKeyTemplate::parse("{client}-{nope}").is_err());
     assert!(SessionKeyTemplate::parse("{thread").is_err());
 }
+
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's own error type
+fn secrets_from_the_environment_are_taken_verbatim() {
+    let jwks = crate::access::mint::new_key("k1").unwrap();
+    let jwks = format!("{{\n  \"keys\": [{}]\n}}\n", jwks["jwk"]);
+    for secret in [
+        "\"a quoted secret of at least 32 bytes\"",
+        "  spaces around a secret of 32 bytes  ",
+        "12345678901234567890123456789012",
+        "[a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p]",
+        "{a=1,b=2,c=3,d=4,e=5,f=6,g=7,h=8}",
+    ] {
+        let jwks = jwks.clone();
+        figment::Jail::expect_with(move |jail| {
+            jail.set_env("SESSION_ROUTER__ACCESS__GRANT_SECRET", secret);
+            jail.set_env("SESSION_ROUTER__ACCESS__JWKS", &jwks);
+            jail.set_env("SESSION_ROUTER__ACCESS__DEFAULT", "public");
+            let cfg = Config::load(ConfigSource::Embedded).unwrap();
+            assert_eq!(cfg.access.grant_secret.as_deref(), Some(secret));
+            assert_eq!(cfg.access.jwks.as_deref(), Some(jwks.as_str()));
+            assert_eq!(cfg.access.default, crate::store::ShareLevel::Public);
+            Ok(())
+        });
+    }
+}
