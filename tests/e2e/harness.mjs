@@ -1,13 +1,17 @@
 // E2E harness: the real router binary, real Astro dev servers and Debian's Chromium, each on
 // 127.0.0.1 with free ports and temp dirs, and every process stopped when its test ends.
 
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -106,12 +110,17 @@ async function httpStatus(url) {
   return res.status;
 }
 
-/** Renders the file store: `sessions` of [{ key, container, client }], `containers` of [{ id, port?, status }]. */
+/**
+ * Renders the file store: `sessions` of [{ key, container, client, access?, accessGeneration? }],
+ * `containers` of [{ id, port?, status }].
+ */
 export function sessionsToml({ sessions = [], containers = [] }) {
   let out = '';
   for (const s of sessions) {
     out += `[sessions."${s.key}"]\ncontainer_id = "${s.container}"\n`;
     if (s.client) out += `client_id = "${s.client}"\n`;
+    if (s.access) out += `access = "${s.access}"\n`;
+    if (s.accessGeneration !== undefined) out += `access_generation = ${s.accessGeneration}\n`;
   }
   for (const c of containers) {
     out += `[containers."${c.id}"]\nstatus = "${c.status ?? 'running'}"\n`;
@@ -121,7 +130,13 @@ export function sessionsToml({ sessions = [], containers = [] }) {
 }
 
 export class Router {
-  static async start(table) {
+  /**
+   * `access` sets `[access]`: without it every session is public, as the tests of routing want.
+   * With it, `default` (e.g. "private"), `jwksPath` (the editing app's public keys, see LinkKeys),
+   * `grantSecret` (given through the environment, as in production) and `trustedProxies` (peers
+   * whose X-Forwarded-Proto the router believes, e.g. a TLS front on 127.0.0.1).
+   */
+  static async start(table, { access } = {}) {
     const dir = tempDir('router');
     const r = new Router();
     r.dir = dir;
@@ -134,6 +149,7 @@ export class Router {
 [listen]
 proxy = "127.0.0.1:${r.proxyPort}"
 admin = "127.0.0.1:${r.adminPort}"
+trusted_proxies = ${JSON.stringify(access?.trustedProxies ?? [])}
 
 [routing]
 path_hosts = ["edit.{client}.localhost", "edit.{client}.example.test"]
@@ -151,9 +167,7 @@ path = "${r.sessionsPath}"
 connect_timeout = "1s"
 allowed_cidrs = ["127.0.0.0/8"]
 
-[access]
-default = "public"
-`);
+${accessToml(access)}`);
     fs.writeFileSync(path.join(dir, 'pingora.yaml'), `# Pingora settings of one e2e test.
 ---
 version: 1
@@ -164,8 +178,10 @@ grace_period_seconds: 0
 graceful_shutdown_timeout_seconds: 1
 `);
     if (!fs.existsSync(routerBin)) throw new Error(`router binary missing: ${routerBin} (run cargo build)`);
+    const env = { ...process.env, RUST_LOG: 'info' };
+    if (access?.grantSecret) env.SESSION_ROUTER__ACCESS__GRANT_SECRET = access.grantSecret;
     r.child = startProcess(routerBin, ['--config', path.join(dir, 'router.toml'), '-c', path.join(dir, 'pingora.yaml')],
-      { env: { ...process.env, RUST_LOG: 'info' } }, r.logPath);
+      { env }, r.logPath);
     await waitFor('router /readyz', async () => (await httpStatus(`http://127.0.0.1:${r.adminPort}/readyz`)) === 200, 15000);
     return r;
   }
@@ -212,8 +228,164 @@ graceful_shutdown_timeout_seconds: 1
   }
 }
 
+/** The `[access]` section of a test's router.toml (see Router.start). */
+function accessToml(access) {
+  if (!access) return '[access]\ndefault = "public"\n';
+  let out = `[access]\ndefault = "${access.default ?? 'private'}"\n`;
+  if (access.jwksPath) out += `jwks_path = "${access.jwksPath}"\n`;
+  return out;
+}
+
 function keepLog(from, name) {
   try { fs.copyFileSync(from, saveArtifact(name)); } catch { /* never written */ }
+}
+
+const run = promisify(execFile);
+
+/** A fresh grant secret for a router (the fleet's shared key, 32 bytes or more). */
+export function grantSecret() {
+  return crypto.randomBytes(32).toString('hex');
+}
+
+/**
+ * The editing app's side of preview links: a signing key made by the router's own `keys`
+ * subcommand, its public JWKS in a file for the router, and tokens minted by `token` as the
+ * app mints them.
+ */
+export class LinkKeys {
+  static async create(kid = 'k1') {
+    const k = new LinkKeys();
+    k.dir = tempDir('keys');
+    k.kid = kid;
+    const key = JSON.parse((await run(routerBin, ['keys', '--kid', kid])).stdout);
+    k.privateKey = key.private_key;
+    k.jwksPath = path.join(k.dir, 'jwks.json');
+    fs.writeFileSync(k.jwksPath, JSON.stringify({ keys: [key.jwk] }));
+    return k;
+  }
+
+  /** A link token for (client, thread); `gen` is the access generation it is minted for. */
+  async token({ client, thread, ttl = '5m', gen }) {
+    const args = ['token', '--client', client, '--thread', thread, '--kid', this.kid, '--ttl', ttl];
+    if (gen !== undefined) args.push('--gen', String(gen));
+    const { stdout } = await run(routerBin, args, { env: { ...process.env, SESSION_ROUTER_SIGNING_KEY: this.privateKey } });
+    return stdout.trim();
+  }
+
+  /** The preview link the editor hands out: `base` (a page URL) with the token as `sr_token`. */
+  async link(base, claims) {
+    const url = new URL(base);
+    url.searchParams.set('sr_token', await this.token(claims));
+    return url.href;
+  }
+
+  remove() {
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A self-signed certificate for localhost, *.localhost and 127.0.0.1, made with openssl for
+ * one test. Chromium is told to accept it (the context's ignoreHTTPSErrors).
+ */
+export async function selfSignedCert() {
+  const dir = tempDir('tls');
+  const keyPath = path.join(dir, 'key.pem');
+  const certPath = path.join(dir, 'cert.pem');
+  await run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+    '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,DNS:*.localhost,DNS:*.acme.localhost,IP:127.0.0.1',
+    '-keyout', keyPath, '-out', certPath]);
+  const cert = { key: fs.readFileSync(keyPath), cert: fs.readFileSync(certPath) };
+  fs.rmSync(dir, { recursive: true, force: true });
+  return cert;
+}
+
+// Headers of one hop, not passed on by the TLS front.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
+
+/** An HTTPS server on a free 127.0.0.1 port that destroys its connections (upgraded ones too) when stopped. */
+async function httpsServer(cert, handler) {
+  const server = https.createServer(cert, handler);
+  const sockets = new Set();
+  server.on('secureConnection', (s) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
+  const port = await freePort();
+  await new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', resolve);
+  });
+  return {
+    server,
+    port,
+    async stop() {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/**
+ * TLS in front of the router, as a balancer is: HTTPS (HTTP/1.1) on a free 127.0.0.1 port; every
+ * request and WebSocket upgrade goes on to the router's plain port with `X-Forwarded-Proto: https`
+ * added, Host and everything else as the browser sent it.
+ */
+export class TlsFront {
+  static async start(cert, routerPort) {
+    const front = new TlsFront();
+    front.upgrades = 0;
+    front.https = await httpsServer(cert, (req, res) => {
+      const headers = { ...req.headers, 'x-forwarded-proto': 'https' };
+      for (const h of HOP_BY_HOP) delete headers[h];
+      const up = http.request({ host: '127.0.0.1', port: routerPort, method: req.method, path: req.url, headers }, (answer) => {
+        const raw = [];
+        for (let i = 0; i < answer.rawHeaders.length; i += 2) {
+          if (!HOP_BY_HOP.has(answer.rawHeaders[i].toLowerCase())) raw.push(answer.rawHeaders[i], answer.rawHeaders[i + 1]);
+        }
+        res.writeHead(answer.statusCode, raw);
+        answer.pipe(res);
+      });
+      up.on('error', () => res.destroy());
+      req.pipe(up);
+    });
+    front.https.server.on('upgrade', (req, socket, head) => {
+      front.upgrades += 1;
+      const up = net.connect(routerPort, '127.0.0.1', () => {
+        let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
+        for (let i = 0; i < req.rawHeaders.length; i += 2) lines += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
+        up.write(`${lines}X-Forwarded-Proto: https\r\n\r\n`);
+        if (head.length) up.write(head);
+        up.pipe(socket);
+        socket.pipe(up);
+      });
+      up.on('error', () => socket.destroy());
+      socket.on('error', () => up.destroy());
+      up.on('close', () => socket.destroy());
+      socket.on('close', () => up.destroy());
+    });
+    front.port = front.https.port;
+    return front;
+  }
+
+  url(host, pathname = '/') {
+    return `https://${host}:${this.port}${pathname}`;
+  }
+
+  stop() {
+    return this.https.stop();
+  }
+}
+
+/**
+ * An HTTPS server of HTML pages, e.g. an editor that frames a preview: `pages` maps a path to its
+ * page; any other path is a 404.
+ */
+export async function servePages(cert, pages) {
+  const page = await httpsServer(cert, (req, res) => {
+    const html = pages[new URL(req.url, 'https://x').pathname];
+    res.writeHead(html ? 200 : 404, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
+    res.end(html ?? 'not found');
+  });
+  page.url = (host = '127.0.0.1', pathname = '/') => `https://${host}:${page.port}${pathname}`;
+  return page;
 }
 
 /** A minimal Astro project in a temp dir, resolving astro from this suite's node_modules. */
