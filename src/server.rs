@@ -199,9 +199,9 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         draining,
         access_log,
     };
-    add_proxy_service(&mut server, &config, shared);
+    add_proxy_service(&mut server, &config, shared.clone());
 
-    let admin = HttpServer::new_app(AdminApp::new(metrics.clone(), resolver.clone()));
+    let admin = HttpServer::new_app(AdminApp::new(shared));
     let mut admin_service = Service::new("admin".to_owned(), admin);
     admin_service.add_tcp(&config.listen.admin.to_string());
 

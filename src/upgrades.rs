@@ -103,6 +103,15 @@ impl Upgrades {
         closed
     }
 
+    /// Upgraded connections of one session open now.
+    pub fn count_for(&self, session_key: &str) -> usize {
+        self.open.lock().map_or(0, |open| {
+            open.values()
+                .filter(|e| e.upgraded.session_key == session_key)
+                .count()
+        })
+    }
+
     /// Upgraded connections open now.
     pub fn len(&self) -> usize {
         self.open.lock().map_or(0, |open| open.len())

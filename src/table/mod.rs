@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 pub use miss_limit::{MissBudget, MissLimits, MissScope};
 pub use refresh::Refresher;
-pub use resolver::{Current, Resolution, Resolved, Resolver, ResolverSettings};
+pub use resolver::{Current, Inspection, Resolution, Resolved, Resolver, ResolverSettings};
 
 use crate::store::{ContainerRecord, SessionRecord, StoreSnapshot};
 

@@ -60,6 +60,18 @@ pub struct Current {
     pub access: SessionAccess,
 }
 
+/// A session's records as the router holds them, and where they came from.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    pub session: SessionRecord,
+    pub container: Option<ContainerRecord>,
+    /// `table` (the last full load), `healed` (re-read after a failed connect or while someone
+    /// waits) or `store` (read now, not in memory).
+    pub source: &'static str,
+    /// How old that copy is.
+    pub age: Option<Duration>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ResolverSettings {
     pub session_key: SessionKeyTemplate,
@@ -194,6 +206,39 @@ impl Resolver {
             addr: container.and_then(addr),
             access: session.access,
         })
+    }
+
+    /// What the router holds about a session, for the admin listener: from a heal, the table,
+    /// or (when memory has nothing) a read of the store. `None` when the store has no such
+    /// session.
+    pub async fn inspect(&self, key: &str) -> Result<Option<Inspection>, StoreError> {
+        if let Some(h) = self.healed.load().get(key) {
+            return Ok(Some(Inspection {
+                session: h.session.clone(),
+                container: h.container.clone(),
+                source: "healed",
+                age: Some(h.at.elapsed()),
+            }));
+        }
+        let table = self.table.load();
+        if let Some(session) = table.session(key) {
+            return Ok(Some(Inspection {
+                session: session.clone(),
+                container: table.container(&session.container_id).cloned(),
+                source: "table",
+                age: self.table_age(),
+            }));
+        }
+        let Some(session) = self.store.get_session(key).await? else {
+            return Ok(None);
+        };
+        let container = self.store.get_container(&session.container_id).await?;
+        Ok(Some(Inspection {
+            session,
+            container,
+            source: "store",
+            age: Some(Duration::ZERO),
+        }))
     }
 
     /// Records a successful refresh that found nothing new.

@@ -6,6 +6,7 @@ mod common;
 
 mod access;
 mod address_policy;
+mod admin_sessions;
 mod cli;
 mod deploy;
 mod dynamodb;
