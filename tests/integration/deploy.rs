@@ -221,6 +221,11 @@ fn template_environment_is_a_valid_router_configuration() {
                 }
                 text
             }
+            // `!If [Condition, "when true", "when false"]`: the condition's true branch.
+            ("Value", Some(("!If", choice))) => {
+                let branches: Vec<&str> = choice.trim_matches(['[', ']']).split(',').collect();
+                scalar(branches.get(1).expect("a true branch").trim())
+            }
             ("Value", _) if !value.starts_with('!') => scalar(value),
             _ => panic!("{name}: {kind} {value} has no sample in this test"),
         };
