@@ -100,7 +100,8 @@ fn html_page(w: &Wording) -> String {
 pub fn answer(outcome: Outcome, kind: RequestKind) -> Answer {
     let w = wording(outcome);
     let (content_type, body) = match (outcome, kind) {
-        (_, RequestKind::Upgrade) | (Outcome::AccessDenied, RequestKind::Asset) => {
+        (_, RequestKind::Upgrade)
+        | (Outcome::AccessDenied | Outcome::ContainerWaking, RequestKind::Asset) => {
             (None, Bytes::new())
         }
         // Not one of ours: no branded page for hosts the router does not serve.
@@ -243,6 +244,21 @@ mod tests {
             let a = answer(Outcome::AccessDenied, kind);
             assert_eq!((a.status, a.body.len(), a.content_type), (401, 0, None));
         }
+    }
+
+    #[test]
+    fn the_waking_page_watches_and_assets_get_a_bare_503() {
+        let page = answer(Outcome::ContainerWaking, RequestKind::Navigation);
+        assert_eq!((page.status, page.retry_after), (503, Some(2)));
+        let body = std::str::from_utf8(&page.body).unwrap();
+        assert!(body.contains("X-Session-Router-Wait") && body.contains("location.reload()"));
+        assert!(
+            !body.contains("http-equiv=\"refresh\" content=\"2\""),
+            "no fixed loop"
+        );
+        let asset = answer(Outcome::ContainerWaking, RequestKind::Asset);
+        assert_eq!((asset.status, asset.body.len()), (503, 0));
+        assert_eq!(asset.retry_after, Some(2));
     }
 
     #[test]

@@ -295,3 +295,35 @@ impl Wakes {
         recent.get(key).map(Instant::elapsed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signature_is_hex_hmac_sha256_of_the_body() {
+        // RFC 4231, test case 2.
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"Jefe");
+        assert_eq!(
+            signature(&key, b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn the_body_has_the_contracts_names() {
+        let body = WakeBody {
+            kind: "session.wake",
+            session_id: "acme-t1".into(),
+            client_id: "acme".into(),
+            thread_id: "t1".into(),
+            requested_at: 1_700_000_000_000,
+        };
+        let json: serde_json::Value = serde_json::to_value(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "session.wake", "sessionId": "acme-t1", "clientId": "acme",
+                "threadId": "t1", "requestedAt": 1_700_000_000_000u64})
+        );
+    }
+}
