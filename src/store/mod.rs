@@ -188,6 +188,12 @@ pub trait RouteStore: Send + Sync {
     /// Looks one container up by id, bypassing any cache.
     async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError>;
 
+    /// Signalled when the store may have changed, for stores that can tell (the file store
+    /// watches its file); the refresh then loads at once instead of at its next interval.
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// Sets `stamp` on an existing session to `value` if it is absent or below `below`, in one
     /// conditional write, so that routers racing for it never move it back and exactly one wins
     /// a claim. `Ok(false)`: the condition did not hold.

@@ -128,6 +128,7 @@ impl BackgroundService for Refresher {
         // own decode. Never the idle class: it could not leave it again when loads fall behind.
         set_priority(Priority::Low);
         let interval = self.resolver.settings().refresh_interval;
+        let changes = self.resolver.store().changes();
         let mut failures = 0;
         loop {
             match self.refresh_once().await {
@@ -137,7 +138,16 @@ impl BackgroundService for Refresher {
                     log::error!("route table refresh failed, keeping the last good table: {e}");
                 }
             }
-            if !wait_or_shutdown(next_wait(interval, failures), &mut shutdown).await {
+            let wait = next_wait(interval, failures);
+            let go_on = match &changes {
+                Some(changed) => tokio::select! {
+                    _ = tokio::time::sleep(wait) => true,
+                    _ = changed.notified() => true,
+                    _ = shutdown.changed() => false,
+                },
+                None => wait_or_shutdown(wait, &mut shutdown).await,
+            };
+            if !go_on {
                 return;
             }
         }

@@ -3,12 +3,13 @@
 
 mod document;
 mod reader;
+mod watch;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use super::{
@@ -40,6 +41,9 @@ pub struct FileStore {
     loaded: Mutex<Option<Fingerprint>>,
     /// Activity and wake stamps, which this store keeps in memory rather than in the file.
     stamps: Mutex<HashMap<(Box<str>, Stamp), u64>>,
+    /// Started on first use, inside the server's runtime: the watch runs a thread, which must
+    /// not exist before a daemonizing fork. `None` inside when it could not start.
+    watch: OnceLock<Option<watch::FileWatch>>,
 }
 
 impl FileStore {
@@ -49,6 +53,7 @@ impl FileStore {
             parsed: tokio::sync::Mutex::new(None),
             loaded: Mutex::new(None),
             stamps: Mutex::new(HashMap::new()),
+            watch: OnceLock::new(),
         }
     }
 
@@ -174,6 +179,17 @@ impl RouteStore for FileStore {
 
     async fn get_container(&self, id: &str) -> Result<Option<ContainerRecord>, StoreError> {
         Ok(self.for_miss().await?.containers.get(id).cloned())
+    }
+
+    fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        let watch = self.watch.get_or_init(|| {
+            watch::watch(&self.path)
+                .inspect_err(|e| {
+                    log::warn!("not watching {}: {e}; edits are seen at each refresh", self.display())
+                })
+                .ok()
+        });
+        watch.as_ref().map(|w| w.changed.clone())
     }
 
     /// Kept in memory: the file is the platform's to write, and one router is its only reader.
