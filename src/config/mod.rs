@@ -35,7 +35,7 @@ pub const ENV_PREFIX: &str = "SESSION_ROUTER__";
 /// Keys whose environment values are taken as they are. figment reads the others as TOML-like
 /// values: it trims them, unquotes `"…"`, and turns `true`, numbers, `[…]` and `{k=v}` into
 /// booleans, numbers, arrays and tables, which would change a secret or refuse it at start-up.
-const VERBATIM_ENV_KEYS: [&str; 2] = ["access.jwks", "access.grant_secret"];
+const VERBATIM_ENV_KEYS: [&str; 3] = ["access.jwks", "access.grant_secret", "wake.secret"];
 
 #[derive(Debug, Error)]
 pub enum ConfigError {

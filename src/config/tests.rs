@@ -148,3 +148,25 @@ fn secrets_from_the_environment_are_taken_verbatim() {
         });
     }
 }
+
+#[test]
+#[allow(clippy::result_large_err)] // figment::Jail's own error type
+fn the_wake_secret_from_the_environment_is_taken_verbatim() {
+    for secret in [
+        "\"a quoted wake secret\"",
+        "  spaces around a wake secret  ",
+        "12345678901234567890123456789012",
+        "[a,b,c,d,e,f,g,h]",
+        "{a=1,b=2,c=3,d=4}",
+    ] {
+        figment::Jail::expect_with(move |jail| {
+            jail.set_env("SESSION_ROUTER__WAKE__KIND", "http");
+            jail.set_env("SESSION_ROUTER__WAKE__URL", "https://platform.test/wake");
+            jail.set_env("SESSION_ROUTER__WAKE__SECRET", secret);
+            let cfg = Config::load(ConfigSource::Embedded).unwrap();
+            assert_eq!(cfg.wake.kind, WakeKind::Http);
+            assert_eq!(cfg.wake.secret.as_deref(), Some(secret));
+            Ok(())
+        });
+    }
+}

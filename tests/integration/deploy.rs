@@ -158,9 +158,17 @@ fn parameter_defaults(template: &str) -> Vec<(String, String)> {
     defaults
 }
 
-/// The router's environment in the task definition: (name, `Value` or `ValueFrom`, value as
-/// written), for every `SESSION_ROUTER__` variable.
-fn router_environment(template: &str) -> Vec<(String, String, String)> {
+/// One router variable of the task definition: `Value` or `ValueFrom`, the value as written, and
+/// the condition of the `!If` that sets it, if any.
+struct Variable {
+    name: String,
+    kind: String,
+    value: String,
+    condition: Option<String>,
+}
+
+/// The router's environment in the task definition: every `SESSION_ROUTER__` variable.
+fn router_environment(template: &str) -> Vec<Variable> {
     let lines: Vec<&str> = template.lines().map(str::trim).collect();
     let mut env = Vec::new();
     for (i, line) in lines.iter().enumerate() {
@@ -171,18 +179,37 @@ fn router_environment(template: &str) -> Vec<(String, String, String)> {
         let (kind, value) = lines[i + 1]
             .split_once(": ")
             .expect("a value after the name");
-        env.push((
-            format!("SESSION_ROUTER__{name}"),
-            kind.to_owned(),
-            value.to_owned(),
-        ));
+        // `- !If`, `- Condition`, then the variable.
+        let condition = (i >= 2 && lines[i - 2] == "- !If")
+            .then(|| lines[i - 1].trim_start_matches("- ").to_owned());
+        env.push(Variable {
+            name: format!("SESSION_ROUTER__{name}"),
+            kind: kind.to_owned(),
+            value: value.to_owned(),
+            condition,
+        });
     }
     env
 }
 
-/// The template's router environment, with its parameters at their defaults and samples for
-/// the private-preview values, is a configuration the router accepts; the grant secret comes
-/// only from a secret store, the JWKS either inline or from one.
+/// The template's conditions that guard router variables, for a set of parameters.
+fn condition(name: &str, parameter: &dyn Fn(&str) -> String) -> bool {
+    let given = |p: &str| !parameter(p).is_empty();
+    match name {
+        "UseTls" => given("CertificateArn"),
+        "HasInlineJwks" => given("AccessJwks"),
+        "HasJwksArn" => given("AccessJwksArn"),
+        "WakeViaSqs" => parameter("WakeKind") == "sqs",
+        "WakeViaHttp" => parameter("WakeKind") == "http",
+        "HasWakeSecret" => parameter("WakeKind") == "http" && given("WakeSecretArn"),
+        other => panic!("condition {other} has no meaning in this test"),
+    }
+}
+
+/// The template's router environment, with its parameters at their defaults and samples for the
+/// private-preview and wake values, is a configuration the router accepts: with the JWKS inline
+/// or from a secret store, and with each waker. Secrets (the grant secret, the wake secret) come
+/// only from a secret store.
 #[test]
 fn template_environment_is_a_valid_router_configuration() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -194,78 +221,160 @@ fn template_environment_is_a_valid_router_configuration() {
         .expect("keys");
     let key: serde_json::Value = serde_json::from_slice(&keys.stdout).expect("keys JSON");
     let jwks = serde_json::json!({ "keys": [key["jwk"]] }).to_string();
-    let secret = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01";
+    let grant_secret = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01";
+    // All digits: taken as a number if it were not read verbatim.
+    let wake_secret = "01234567890123456789";
 
-    let mut parameters = parameter_defaults(&template);
-    parameters.push(("AccessJwks".into(), jwks.clone()));
-    let parameter = |name: &str| {
-        parameters
-            .iter()
-            .rev()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| panic!("no parameter {name}"))
-    };
     let env = router_environment(&template);
-    let mut resolved = Vec::new();
-    for (name, kind, value) in &env {
-        let value = match (kind.as_str(), value.split_once(' ')) {
-            ("ValueFrom", _) if name == "SESSION_ROUTER__ACCESS__GRANT_SECRET" => secret.to_owned(),
-            ("ValueFrom", _) if name == "SESSION_ROUTER__ACCESS__JWKS" => jwks.clone(),
-            ("Value", Some(("!Ref", param))) => parameter(param),
-            ("Value", Some(("!Sub", text))) => {
-                let mut text = scalar(text);
-                while let Some((before, rest)) = text.split_once("${") {
-                    let (param, after) = rest.split_once('}').expect("closed ${");
-                    text = format!("{before}{}{after}", parameter(param));
-                }
-                text
-            }
-            // `!If [Condition, "when true", "when false"]`: the condition's true branch.
-            ("Value", Some(("!If", choice))) => {
-                let branches: Vec<&str> = choice.trim_matches(['[', ']']).split(',').collect();
-                scalar(branches.get(1).expect("a true branch").trim())
-            }
-            ("Value", _) if !value.starts_with('!') => scalar(value),
-            _ => panic!("{name}: {kind} {value} has no sample in this test"),
-        };
-        resolved.push((name.as_str(), value));
+    let has = |name: &str, kind: &str, condition: Option<&str>| {
+        env.iter()
+            .any(|v| v.name == name && v.kind == kind && v.condition.as_deref() == condition)
+    };
+    assert!(has("SESSION_ROUTER__ACCESS__DEFAULT", "Value", None));
+    assert!(has(
+        "SESSION_ROUTER__ACCESS__JWKS",
+        "Value",
+        Some("HasInlineJwks")
+    ));
+    assert!(has(
+        "SESSION_ROUTER__ACCESS__JWKS",
+        "ValueFrom",
+        Some("HasJwksArn")
+    ));
+    assert!(has(
+        "SESSION_ROUTER__ACCESS__GRANT_SECRET",
+        "ValueFrom",
+        None
+    ));
+    assert!(has("SESSION_ROUTER__WAKE__KIND", "Value", None));
+    assert!(has(
+        "SESSION_ROUTER__WAKE__QUEUE_URL",
+        "Value",
+        Some("WakeViaSqs")
+    ));
+    assert!(has(
+        "SESSION_ROUTER__WAKE__URL",
+        "Value",
+        Some("WakeViaHttp")
+    ));
+    assert!(has(
+        "SESSION_ROUTER__WAKE__SECRET",
+        "ValueFrom",
+        Some("HasWakeSecret")
+    ));
+    for secret in ["ACCESS__GRANT_SECRET", "WAKE__SECRET"] {
+        let name = format!("SESSION_ROUTER__{secret}");
+        assert!(
+            !env.iter().any(|v| v.name == name && v.kind == "Value"),
+            "{name} is never a plain value"
+        );
     }
 
-    let has = |name: &str, kind: &str| env.iter().any(|(n, k, _)| n == name && k == kind);
-    assert!(has("SESSION_ROUTER__ACCESS__DEFAULT", "Value"));
-    assert!(has("SESSION_ROUTER__ACCESS__JWKS", "Value"), "inline JWKS");
-    assert!(
-        has("SESSION_ROUTER__ACCESS__JWKS", "ValueFrom"),
-        "JWKS from a store"
+    let defaults = parameter_defaults(&template);
+    let default = |name: &str| defaults.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    assert_eq!(
+        default("AccessDefault").map(String::as_str),
+        Some("private")
     );
-    assert!(has("SESSION_ROUTER__ACCESS__GRANT_SECRET", "ValueFrom"));
-    assert!(
-        !has("SESSION_ROUTER__ACCESS__GRANT_SECRET", "Value"),
-        "the grant secret is never a plain value"
-    );
-    assert_eq!(parameter("AccessDefault"), "private");
+    assert_eq!(default("WakeKind").map(String::as_str), Some("none"));
 
-    // Once with the JWKS inline, once from the secret store; the secret always from it.
-    for from_store in [false, true] {
-        let mut cmd = std::process::Command::new(common::bin());
-        cmd.arg("-t");
-        let mut jwks_set = false;
-        for ((name, value), (_, kind, _)) in resolved.iter().zip(&env) {
-            if *name == "SESSION_ROUTER__ACCESS__JWKS" {
-                if (kind == "ValueFrom") != from_store {
+    let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/session-wakes.fifo";
+    let secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:wake-AbCdEf";
+    let jwks_arn = "arn:aws:ssm:us-east-1:123456789012:parameter/session-router/jwks";
+    let certificate = "arn:aws:acm:us-east-1:123456789012:certificate/sample";
+    let scenarios: [&[(&str, &str)]; 4] = [
+        &[("AccessJwks", &jwks)],
+        &[("AccessJwksArn", jwks_arn), ("CertificateArn", certificate)],
+        &[
+            ("AccessJwks", &jwks),
+            ("WakeKind", "sqs"),
+            ("WakeQueueUrl", queue),
+        ],
+        &[
+            ("AccessJwksArn", jwks_arn),
+            ("WakeKind", "http"),
+            ("WakeUrl", "https://platform.example.com/session-wake"),
+            ("WakeSecretArn", secret_arn),
+        ],
+    ];
+    for given in scenarios {
+        let parameter = |name: &str| {
+            given
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| default(name).cloned())
+                .unwrap_or_else(|| panic!("no parameter {name}"))
+        };
+        let mut resolved = Vec::new();
+        for v in &env {
+            if let Some(c) = &v.condition {
+                if !condition(c, &parameter) {
                     continue;
                 }
-                jwks_set = true;
             }
-            cmd.env(name, value);
+            let value = match (v.kind.as_str(), v.value.split_once(' ')) {
+                ("ValueFrom", _) => match v.name.as_str() {
+                    "SESSION_ROUTER__ACCESS__GRANT_SECRET" => grant_secret.to_owned(),
+                    "SESSION_ROUTER__ACCESS__JWKS" => jwks.clone(),
+                    "SESSION_ROUTER__WAKE__SECRET" => wake_secret.to_owned(),
+                    name => panic!("{name}: no sample secret in this test"),
+                },
+                ("Value", Some(("!Ref", param))) => parameter(param),
+                ("Value", Some(("!Sub", text))) => {
+                    let mut text = scalar(text);
+                    while let Some((before, rest)) = text.split_once("${") {
+                        let (param, after) = rest.split_once('}').expect("closed ${");
+                        text = format!("{before}{}{after}", parameter(param));
+                    }
+                    text
+                }
+                // `!If [Condition, then, else]` of two plain scalars.
+                ("Value", Some(("!If", arms))) => {
+                    let arms = arms.trim_start_matches('[').trim_end_matches(']');
+                    let arms: Vec<&str> = arms.split(", ").collect();
+                    let [c, then, otherwise] = arms[..] else {
+                        panic!("{}: {} is not a plain !If", v.name, v.value);
+                    };
+                    scalar(if condition(c, &parameter) {
+                        then
+                    } else {
+                        otherwise
+                    })
+                }
+                ("Value", _) if !v.value.starts_with('!') => scalar(&v.value),
+                _ => panic!(
+                    "{}: {} {} has no sample in this test",
+                    v.name, v.kind, v.value
+                ),
+            };
+            resolved.push((v.name.as_str(), value));
         }
-        assert!(jwks_set);
-        let out = cmd.output().expect("-t");
+        let run = |skip: &str| {
+            let mut cmd = std::process::Command::new(common::bin());
+            cmd.arg("-t");
+            for (name, value) in resolved.iter().filter(|(n, _)| *n != skip) {
+                cmd.env(name, value);
+            }
+            cmd.output().expect("-t")
+        };
+        let out = run("");
         assert!(
             out.status.success(),
-            "the template's environment is refused: {}",
+            "the template's environment with {given:?} is refused: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let set = |name: &str| resolved.iter().any(|(n, _)| *n == name);
+        assert!(set("SESSION_ROUTER__ACCESS__JWKS"));
+        // The wake secret's wiring is what lets an http waker start at all.
+        if parameter("WakeKind") == "http" {
+            assert!(set("SESSION_ROUTER__WAKE__SECRET"));
+            let out = run("SESSION_ROUTER__WAKE__SECRET");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                !out.status.success() && stderr.contains("wake.secret"),
+                "{stderr}"
+            );
+        }
     }
 }
