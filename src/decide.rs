@@ -49,8 +49,10 @@ pub enum Decision {
     },
     /// The router answers it itself.
     Answer(Answered),
-    /// The waking page's request, let in: hold it until the session is routable.
-    Wait { access: AccessResult },
+    /// The waking page's request, let in: hold it until the session is routable. It asks for
+    /// the wake again while the container is still down, so a lost wake is asked for once the
+    /// cooldown has passed rather than never.
+    Wait { access: AccessResult, wake: Wake },
 }
 
 /// The router's own answer to a request, and what led to it.
@@ -81,22 +83,21 @@ impl Decision {
     /// wake); called by the engine that acts on it, so a request handed from one engine to the
     /// other is counted once.
     pub fn settle(&mut self, shared: &Shared) {
-        let (access, limited) = match self {
-            Decision::Forward { access, .. } | Decision::Wait { access } => (Some(*access), None),
+        let (access, limited, wake) = match self {
+            Decision::Forward { access, .. } => (Some(*access), None, Wake::None),
+            Decision::Wait { access, wake } => (Some(*access), None, std::mem::take(wake)),
             Decision::Answer(Answered {
                 access,
                 limited,
                 wake,
                 ..
-            }) => {
-                match std::mem::take(wake) {
-                    Wake::Ask(to) => shared.lifecycle.wakes.request(to),
-                    Wake::Ignore => shared.lifecycle.wakes.ignore(),
-                    Wake::None => {}
-                }
-                (*access, *limited)
-            }
+            }) => (*access, *limited, std::mem::take(wake)),
         };
+        match wake {
+            Wake::Ask(to) => shared.lifecycle.wakes.request(to),
+            Wake::Ignore => shared.lifecycle.wakes.ignore(),
+            Wake::None => {}
+        }
         if let Some(result) = access {
             shared.metrics.access(result);
         }
@@ -148,8 +149,21 @@ impl Shared {
             Admitted::Public => AccessResult::Public,
             Admitted::Grant(_) => AccessResult::Grant,
         };
-        if asked.waiting {
-            return Decision::Wait { access };
+        let wakes = &self.lifecycle.wakes;
+        let down = matches!(resolution, Resolution::Stopped | Resolution::Absent);
+        let wake_for = || WakeFor {
+            key: key.clone(),
+            client: target.client.clone(),
+            thread: target.thread.clone(),
+        };
+        // Only a router that wakes holds requests: otherwise the header means nothing here.
+        if asked.waiting && wakes.enabled() {
+            let wake = if down {
+                Wake::Ask(wake_for())
+            } else {
+                Wake::None
+            };
+            return Decision::Wait { access, wake };
         }
         let answer = |outcome| self.answer(outcome, asked.kind, Some(access));
         match resolution {
@@ -166,13 +180,9 @@ impl Shared {
                 log_forbidden(target, ip);
                 answer(Outcome::ForbiddenUpstream)
             }
-            Resolution::Stopped | Resolution::Absent if self.lifecycle.wakes.enabled() => {
+            _ if down && wakes.enabled() => {
                 let wake = if asked.may_wake {
-                    Wake::Ask(WakeFor {
-                        key,
-                        client: target.client.clone(),
-                        thread: target.thread.clone(),
-                    })
+                    Wake::Ask(wake_for())
                 } else {
                     Wake::Ignore
                 };

@@ -212,7 +212,6 @@ impl FastPath {
         self.shared.health.note_used(upstream.addr);
         let lifecycle = &self.shared.lifecycle;
         lifecycle.activity.touch(&key);
-        lifecycle.wakes.routed(&key);
 
         let set_cookie = wants_affinity(&target, kind, cookie_thread)
             .then(|| affinity_cookie(cookie_name, &target.thread, forwarded.client_tls()));
@@ -243,14 +242,17 @@ impl FastPath {
             .await;
         match done {
             Exchanged::Delegate => Next::Delegate(Handoff::UpstreamFailed),
-            Exchanged::Switched(switched) => Next::Upgraded(Box::new(Upgraded {
-                switched,
-                session_key: key,
-                admitted,
-                upstream,
-                started,
-                line: upgrade::OwnedLine::of(req),
-            })),
+            Exchanged::Switched(switched) => {
+                self.shared.lifecycle.wakes.routed(&key);
+                Next::Upgraded(Box::new(Upgraded {
+                    switched,
+                    session_key: key,
+                    admitted,
+                    upstream,
+                    started,
+                    line: upgrade::OwnedLine::of(req),
+                }))
+            }
             Exchanged::Done {
                 outcome,
                 status,
@@ -259,6 +261,9 @@ impl FastPath {
                 if req.upgrade.is_some() {
                     let refused = outcome == Outcome::Routed;
                     self.count_upgrade(if refused { "rejected" } else { "failed" });
+                }
+                if outcome == Outcome::Routed {
+                    self.shared.lifecycle.wakes.routed(&key);
                 }
                 self.log(req, outcome, status, started.elapsed(), upstream.addr);
                 if keep_alive {

@@ -20,6 +20,8 @@ use crate::store::{RouteStore, Stamp};
 
 /// Wakes being sent at once; past it a wake is counted failed rather than queued.
 const IN_FLIGHT: usize = 64;
+/// How long a sent wake waits for its first routed response before it is forgotten.
+const PENDING_FOR: Duration = Duration::from_secs(15 * 60);
 /// The signature header of HTTP wakes.
 pub const SIGNATURE_HEADER: &str = "x-session-router-signature";
 
@@ -215,8 +217,9 @@ impl Wakes {
         };
         permit.forget();
         let wakes = self.clone();
+        let asked = Instant::now();
         tokio::spawn(async move {
-            let result = wakes.claim_and_send(&to).await;
+            let result = wakes.claim_and_send(&to, asked).await;
             wakes.in_flight.add_permits(1);
             wakes.metrics.wake_request(result);
         });
@@ -239,7 +242,7 @@ impl Wakes {
         true
     }
 
-    async fn claim_and_send(&self, to: &WakeFor) -> &'static str {
+    async fn claim_and_send(&self, to: &WakeFor, asked: Instant) -> &'static str {
         let Some(waker) = &self.waker else {
             return "ignored";
         };
@@ -269,7 +272,9 @@ impl Wakes {
         match waker.send(&body).await {
             Ok(()) => {
                 log::info!("asked the platform to wake session {}", to.key);
-                self.pending.insert(to.key.as_str().into(), Instant::now());
+                // A wake whose container never came is not a cold start to time.
+                self.pending.retain(|_, at| at.elapsed() < PENDING_FOR);
+                self.pending.insert(to.key.as_str().into(), asked);
                 "sent"
             }
             Err(e) => {
@@ -279,7 +284,8 @@ impl Wakes {
         }
     }
 
-    /// A response was routed for the session: ends the cold start this router timed, if any.
+    /// A response came from the session's container: ends the cold start this router timed, if
+    /// any.
     pub fn routed(&self, key: &str) {
         if self.pending.is_empty() {
             return;

@@ -31,7 +31,8 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Waits until the session resolves to a container, up to `limit`; true if it did.
+    /// Waits until the session's container is up (or the session settles into anything else a
+    /// reload should show, such as gone or refused), up to `limit`; true if it did.
     pub async fn until_routable(
         &self,
         resolver: &Resolver,
@@ -40,23 +41,30 @@ impl Watch {
         limit: Duration,
     ) -> bool {
         let key = resolver.session_key(client, thread);
-        self.enter(&key, client, thread);
+        let _watching = self.enter(&key, client, thread);
         let deadline = Instant::now() + limit;
-        let routable = loop {
+        loop {
             let resolved = resolver.resolve(client, thread, None).await;
-            if matches!(resolved.resolution, Resolution::Ready(_)) {
-                break true;
+            let waiting = matches!(
+                resolved.resolution,
+                Resolution::Stopped
+                    | Resolution::Absent
+                    | Resolution::Starting
+                    | Resolution::StoreUnavailable
+            );
+            if !waiting {
+                return true;
             }
             if Instant::now() >= deadline {
-                break false;
+                return false;
             }
             tokio::time::sleep(LOOK_EVERY).await;
-        };
-        self.leave(&key);
-        routable
+        }
     }
 
-    fn enter(&self, key: &str, client: &str, thread: &str) {
+    /// Counts a waiter in until the guard drops, however the wait ends (a client that goes
+    /// away drops the request's future mid-wait).
+    fn enter<'w>(&'w self, key: &str, client: &str, thread: &str) -> Waiting<'w> {
         if let Ok(mut watched) = self.watched.lock() {
             watched
                 .entry(key.to_owned())
@@ -66,6 +74,10 @@ impl Watch {
                     waiters: 0,
                 })
                 .waiters += 1;
+        }
+        Waiting {
+            watch: self,
+            key: key.to_owned(),
         }
     }
 
@@ -85,6 +97,18 @@ impl Watch {
             .lock()
             .map(|w| w.values().cloned().collect())
             .unwrap_or_default()
+    }
+}
+
+/// One waiter, counted in [`Watch`] while it lives.
+struct Waiting<'w> {
+    watch: &'w Watch,
+    key: String,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.watch.leave(&self.key);
     }
 }
 

@@ -377,6 +377,9 @@ impl ProxyHttp for SessionProxy {
         self.shared
             .metrics
             .observe_request(outcome, elapsed.as_secs_f64());
+        if let (Outcome::Routed, Some(key)) = (outcome, &ctx.session_key) {
+            self.shared.lifecycle.wakes.routed(key);
+        }
         if ctx.upgraded {
             self.shared.metrics.websocket_connections.dec();
         } else if ctx.kind == RequestKind::Upgrade && outcome != Outcome::Routed {

@@ -57,7 +57,6 @@ impl SessionProxy {
                 self.shared.health.note_used(upstream.addr);
                 let lifecycle = &self.shared.lifecycle;
                 lifecycle.activity.touch(&key);
-                lifecycle.wakes.routed(&key);
                 ctx.upstream = Some(upstream);
                 ctx.admitted = admitted;
                 ctx.session_key = Some(key);

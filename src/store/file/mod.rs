@@ -185,7 +185,10 @@ impl RouteStore for FileStore {
         let watch = self.watch.get_or_init(|| {
             watch::watch(&self.path)
                 .inspect_err(|e| {
-                    log::warn!("not watching {}: {e}; edits are seen at each refresh", self.display())
+                    log::warn!(
+                        "not watching {}: {e}; edits are seen at each refresh",
+                        self.display()
+                    )
                 })
                 .ok()
         });

@@ -31,10 +31,7 @@ pub(super) fn watch(path: &Path) -> notify::Result<FileWatch> {
         let Ok(event) = event else {
             return;
         };
-        let about_file = event
-            .paths
-            .iter()
-            .any(|p| p.file_name() == name.as_deref());
+        let about_file = event.paths.iter().any(|p| p.file_name() == name.as_deref());
         if about_file && !matches!(event.kind, EventKind::Access(_)) {
             // One stored permit however many events: a burst wakes the refresh once.
             signal.notify_one();
