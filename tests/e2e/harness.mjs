@@ -197,10 +197,13 @@ graceful_shutdown_timeout_seconds: 1
     await sleep(500);
   }
 
+  /** Replaces sessions.toml atomically; returns the time (epoch ms) just before the swap. */
   writeSessions(table) {
     const tmp = `${this.sessionsPath}.tmp`;
     fs.writeFileSync(tmp, sessionsToml(table));
+    const at = Date.now();
     fs.renameSync(tmp, this.sessionsPath);
+    return at;
   }
 
   url(host, pathname = '/') {

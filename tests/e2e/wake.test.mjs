@@ -34,8 +34,7 @@ test('a visit to a stopped session wakes it once, and the waiting page turns int
     onWake: async (body, wake) => {
       assert.equal(body.sessionId, SESSION.key);
       await site.start();
-      router.writeSessions({ sessions: [SESSION], containers: [{ id: 'c1', port: site.port }] });
-      wake.routableAt = Date.now();
+      wake.routableAt = router.writeSessions({ sessions: [SESSION], containers: [{ id: 'c1', port: site.port }] });
     },
   });
   defer(() => orchestrator.stop());
