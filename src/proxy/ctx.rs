@@ -32,6 +32,9 @@ pub struct RequestCtx {
     pub(super) upgrade_id: Option<u64>,
     /// Interim (1xx) answers the container sent so far.
     pub(super) interims: u32,
+    /// A person's page load: if the retry's store read finds the container stopped, it wakes
+    /// it, as the decision would have.
+    pub(super) may_wake: bool,
 }
 
 impl RequestCtx {
@@ -51,6 +54,7 @@ impl RequestCtx {
             upgrade_connector: None,
             upgrade_id: None,
             interims: 0,
+            may_wake: false,
         }
     }
 }

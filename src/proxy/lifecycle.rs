@@ -7,6 +7,7 @@ use pingora::{Error, ErrorType, Result};
 
 use super::{RequestCtx, SessionProxy};
 use crate::decide::{log_forbidden, resolution_outcome};
+use crate::lifecycle::WakeFor;
 use crate::outcome::Outcome;
 use crate::table::Resolution;
 use crate::upgrades::Upgraded;
@@ -57,7 +58,9 @@ impl SessionProxy {
     }
 
     /// After a failed connect: re-read the session from the store and aim the retry at what it
-    /// says now. If it says anything but "ready", that is the answer instead of a 502.
+    /// says now. If it says anything but "ready", that is the answer instead of a 502. A
+    /// container found stopped only now (the table had not seen it yet) is answered as the
+    /// decision answers it: with a waker, the page waits for a wake that a page load asks for.
     pub(super) async fn reresolve(&self, ctx: &mut RequestCtx) -> Result<()> {
         let Some(target) = ctx.target.as_ref() else {
             return Ok(());
@@ -67,15 +70,29 @@ impl SessionProxy {
             .resolver
             .reresolve(&target.client, &target.thread)
             .await;
-        let outcome = resolution_outcome(&resolution);
-        match resolution {
+        let wakes = &self.shared.lifecycle.wakes;
+        let outcome = match resolution {
             Resolution::Ready(upstream) => {
                 ctx.upstream = Some(upstream);
                 return Ok(());
             }
-            Resolution::Forbidden(ip) => log_forbidden(target, ip),
-            _ => {}
-        }
+            Resolution::Forbidden(ip) => {
+                log_forbidden(target, ip);
+                Outcome::ForbiddenUpstream
+            }
+            Resolution::Stopped | Resolution::Absent if wakes.enabled() => {
+                match &ctx.session_key {
+                    Some(key) if ctx.may_wake => wakes.request(WakeFor {
+                        key: key.clone(),
+                        client: target.client.clone(),
+                        thread: target.thread.clone(),
+                    }),
+                    _ => wakes.ignore(),
+                }
+                Outcome::ContainerWaking
+            }
+            other => resolution_outcome(&other),
+        };
         ctx.outcome = Some(outcome);
         Err(Error::explain(
             ErrorType::HTTPStatus(outcome.status()),

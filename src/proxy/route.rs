@@ -38,6 +38,7 @@ impl SessionProxy {
             may_wake: get && ctx.kind == RequestKind::Navigation && !is_bot(user_agent),
             waiting: req.headers.contains_key(WAIT_HEADER),
         };
+        ctx.may_wake = asked.may_wake;
         let cookies = req.headers.get_all(COOKIE);
         let mut decision = self
             .shared

@@ -135,8 +135,12 @@ export class Router {
    * With it, `default` (e.g. "private"), `jwksPath` (the editing app's public keys, see LinkKeys),
    * `grantSecret` (given through the environment, as in production) and `trustedProxies` (peers
    * whose X-Forwarded-Proto the router believes, e.g. a TLS front on 127.0.0.1).
+   * `wake` sets `[wake] kind = "http"`: `url` (an Orchestrator's), `secret` (given through the
+   * environment, as in production), and optionally `cooldown`, `watchInterval`, `waitTimeout`.
+   * `refreshInterval` replaces the suite's fast table refresh (200 ms), e.g. with the default 5 s
+   * so that only the wake watch can pick up a change quickly.
    */
-  static async start(table, { access } = {}) {
+  static async start(table, { access, wake, refreshInterval = '200ms' } = {}) {
     const dir = tempDir('router');
     const r = new Router();
     r.dir = dir;
@@ -157,7 +161,7 @@ host_patterns = ["{thread}.edit.{client}.localhost", "{thread}.edit.{client}.exa
 
 [store]
 kind = "file"
-refresh_interval = "200ms"
+refresh_interval = "${refreshInterval}"
 negative_ttl = "200ms"
 
 [store.file]
@@ -167,7 +171,7 @@ path = "${r.sessionsPath}"
 connect_timeout = "1s"
 allowed_cidrs = ["127.0.0.0/8"]
 
-${accessToml(access)}`);
+${accessToml(access)}${wakeToml(wake)}`);
     fs.writeFileSync(path.join(dir, 'pingora.yaml'), `# Pingora settings of one e2e test.
 ---
 version: 1
@@ -180,6 +184,7 @@ graceful_shutdown_timeout_seconds: 1
     if (!fs.existsSync(routerBin)) throw new Error(`router binary missing: ${routerBin} (run cargo build)`);
     const env = { ...process.env, RUST_LOG: 'info' };
     if (access?.grantSecret) env.SESSION_ROUTER__ACCESS__GRANT_SECRET = access.grantSecret;
+    if (wake?.secret) env.SESSION_ROUTER__WAKE__SECRET = wake.secret;
     r.child = startProcess(routerBin, ['--config', path.join(dir, 'router.toml'), '-c', path.join(dir, 'pingora.yaml')],
       { env }, r.logPath);
     await waitFor('router /readyz', async () => (await httpStatus(`http://127.0.0.1:${r.adminPort}/readyz`)) === 200, 15000);
@@ -192,10 +197,13 @@ graceful_shutdown_timeout_seconds: 1
     await sleep(500);
   }
 
+  /** Replaces sessions.toml atomically; returns the time (epoch ms) just before the swap. */
   writeSessions(table) {
     const tmp = `${this.sessionsPath}.tmp`;
     fs.writeFileSync(tmp, sessionsToml(table));
+    const at = Date.now();
     fs.renameSync(tmp, this.sessionsPath);
+    return at;
   }
 
   url(host, pathname = '/') {
@@ -233,6 +241,16 @@ function accessToml(access) {
   if (!access) return '[access]\ndefault = "public"\n';
   let out = `[access]\ndefault = "${access.default ?? 'private'}"\n`;
   if (access.jwksPath) out += `jwks_path = "${access.jwksPath}"\n`;
+  return out;
+}
+
+/** The `[wake]` section of a test's router.toml (see Router.start); none without `wake`. */
+function wakeToml(wake) {
+  if (!wake) return '';
+  let out = `\n[wake]\nkind = "http"\nurl = "${wake.url}"\n`;
+  if (wake.cooldown) out += `cooldown = "${wake.cooldown}"\n`;
+  if (wake.watchInterval) out += `watch_interval = "${wake.watchInterval}"\n`;
+  if (wake.waitTimeout) out += `wait_timeout = "${wake.waitTimeout}"\n`;
   return out;
 }
 
@@ -281,6 +299,79 @@ export class LinkKeys {
 
   remove() {
     fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** A fresh secret for signed wakes (the router takes 32 bytes or more). */
+export function wakeSecret() {
+  return crypto.randomBytes(32).toString('hex');
+}
+
+/** `sha256=<hex HMAC-SHA256 of body>`, the router's X-Session-Router-Signature. */
+export function wakeSignature(secret, body) {
+  return `sha256=${crypto.createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+function sameSignature(got, want) {
+  const [a, b] = [Buffer.from(got ?? ''), Buffer.from(want)];
+  return a.length === b.length && crypto.timingSafeEqual(a, b);
+}
+
+/**
+ * The platform's side of wakes, as a test orchestrator: an HTTP server on a free 127.0.0.1 port
+ * that takes the router's signed wake POSTs (`[wake] kind = "http"`, Router.start's `wake`). A
+ * POST whose signature verifies is recorded in `wakes` and answered 202 at once, as a platform
+ * queues the start; `onWake(body, wake)` then runs in the background (e.g. starts a Site and
+ * writes its container routable) and its end or error is kept on the record. Anything else is
+ * refused (401 for a bad signature, 400 for a body that is not a wake) and kept in `refused`.
+ */
+export class Orchestrator {
+  static async start({ secret, onWake = async () => {} }) {
+    const o = new Orchestrator();
+    o.wakes = [];
+    o.refused = [];
+    o.server = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (c) => chunks.push(c));
+      req.on('end', () => {
+        const raw = Buffer.concat(chunks);
+        const answer = (status) => { res.writeHead(status, { 'Content-Length': 0 }); res.end(); };
+        if (req.method !== 'POST' || !sameSignature(req.headers['x-session-router-signature'], wakeSignature(secret, raw))) {
+          o.refused.push({ method: req.method, status: 401 });
+          return answer(401);
+        }
+        let body;
+        try { body = JSON.parse(raw); } catch { body = null; }
+        if (body?.type !== 'session.wake' || req.headers['content-type'] !== 'application/json') {
+          o.refused.push({ method: req.method, status: 400, body });
+          return answer(400);
+        }
+        const wake = { body, receivedAt: Date.now(), error: null, done: false };
+        o.wakes.push(wake);
+        answer(202);
+        wake.finished = (async () => onWake(body, wake))()
+          .catch((e) => { wake.error = e; console.error('orchestrator: wake failed:', e.message); })
+          .finally(() => { wake.done = true; });
+      });
+    });
+    const port = await freePort();
+    await new Promise((resolve, reject) => {
+      o.server.once('error', reject);
+      o.server.listen(port, '127.0.0.1', resolve);
+    });
+    o.url = `http://127.0.0.1:${port}/wake`;
+    return o;
+  }
+
+  /** Waits for every wake's background work to end. */
+  async settled() {
+    await Promise.all(this.wakes.map((w) => w.finished));
+  }
+
+  async stop() {
+    this.server.closeAllConnections();
+    await new Promise((resolve) => this.server.close(() => resolve()));
+    await this.settled();
   }
 }
 
@@ -549,6 +640,33 @@ async function pageSummary(page) {
  */
 export async function betweenEdits() {
   await sleep(500);
+}
+
+/**
+ * When the page's current document was asked for and shown, in epoch ms (the browser's clock
+ * is this machine's): `navigationStart` (e.g. the waking page's reload), the request's start,
+ * its response's first byte, DOMContentLoaded and the first contentful paint (null where the
+ * browser reported none).
+ */
+export async function shownTimes(page) {
+  return page.evaluate(() => {
+    const at = (ms) => (ms === undefined || ms === null ? null : performance.timeOrigin + ms);
+    const nav = performance.getEntriesByType('navigation')[0];
+    const fcp = performance.getEntriesByName('first-contentful-paint')[0];
+    return {
+      navigationStart: at(0),
+      requestStart: at(nav?.requestStart),
+      responseStart: at(nav?.responseStart),
+      domContentLoaded: at(nav?.domContentLoadedEventEnd),
+      firstPaint: at(fcp?.startTime),
+    };
+  });
+}
+
+/** The value at quantile `q` (0..1) of `values`, nearest rank. */
+export function quantile(values, q) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
 /** Sets a marker on the page's window; a reload loses it. */

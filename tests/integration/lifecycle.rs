@@ -105,6 +105,50 @@ async fn unreachable_container_that_is_restarting_answers_starting() {
     assert_eq!(router.metric_eventually(series, 1.0).await, 1.0);
 }
 
+/// The platform stops the container and says so in the store; the router's table has not seen
+/// it yet, so the first visit connects, fails, and learns it from the store read of its retry.
+/// With a waker, that visit is answered and woken as a visit after the table knew would be:
+/// the waking page and one wake, not a "paused" page that never comes back by itself.
+#[tokio::test]
+async fn a_container_stopped_before_the_table_knows_is_woken_by_the_first_visit() {
+    let mut old = Upstream::start("old").await;
+    // Takes the wake POSTs: any 2xx answer is a wake the platform accepted.
+    let platform = Upstream::start("platform").await;
+    let opts = RouterOptions {
+        extra_toml: format!(
+            "\n[wake]\nkind = \"http\"\nurl = \"http://{}/wake\"\nsecret = \"{}\"\n",
+            platform.addr,
+            "s".repeat(32)
+        ),
+        ..no_refresh()
+    };
+    let router = Router::start(&one_session(Some(old.addr), "running"), opts);
+    let url = router.url("edit.acme.localhost", "/session/t1/");
+    assert_eq!(
+        router.client().get(&url).send().await.unwrap().status(),
+        200
+    );
+    old.stop();
+    router.write_sessions(&one_session(None, "stopped"));
+    let resp = router
+        .client()
+        .get(&url)
+        .header("accept", "text/html")
+        .header("sec-fetch-mode", "navigate")
+        .header("user-agent", "Mozilla/5.0 (X11; Linux x86_64) Chrome/120.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    assert!(resp.text().await.unwrap().contains("Waking your preview"));
+    let sent = "session_router_wake_requests_total{result=\"sent\"}";
+    assert_eq!(router.metric_eventually(sent, 1.0).await, 1.0);
+    assert_eq!(platform.hits(), 1);
+    let waking = "session_router_requests_total{outcome=\"container_waking\"}";
+    assert_eq!(router.metric(waking).await, 1.0);
+}
+
 #[tokio::test]
 async fn unreachable_with_nothing_better_is_502() {
     let mut old = Upstream::start("old").await;
