@@ -5,6 +5,7 @@
 mod common;
 
 mod access;
+mod activity;
 mod address_policy;
 mod cli;
 mod deploy;
@@ -21,4 +22,5 @@ mod routing;
 mod session_keys;
 mod shutdown;
 mod table;
+mod wake;
 mod websocket;
