@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use futures_util::StreamExt;
 use pingora::server::ShutdownWatch;
@@ -56,32 +57,35 @@ impl Activity {
     /// Marks the session of store key `key` active now.
     pub fn touch(&self, key: &str) {
         let now = epoch_secs();
-        match self.seen.get(key) {
-            Some(seen) => {
-                seen.used.fetch_max(now, Ordering::Relaxed);
-                let queued = seen.queued.load(Ordering::Relaxed);
-                let due = now >= queued + self.interval;
-                // Of the requests that find the write due, one queues it.
-                if !due
-                    || seen
-                        .queued
-                        .compare_exchange(queued, now, Ordering::Relaxed, Ordering::Relaxed)
-                        .is_err()
-                {
-                    return;
+        let queue = match self.seen.get(key) {
+            Some(seen) => self.due(&seen, now),
+            // Of first touches at once, the one that inserts queues the write; the others find
+            // it there.
+            None => match self.seen.entry(key.into()) {
+                Entry::Occupied(seen) => self.due(seen.get(), now),
+                Entry::Vacant(slot) => {
+                    slot.insert(Seen {
+                        used: AtomicU64::new(now),
+                        queued: AtomicU64::new(now),
+                    });
+                    true
                 }
-            }
-            None => {
-                let seen = Seen {
-                    used: AtomicU64::new(now),
-                    queued: AtomicU64::new(now),
-                };
-                self.seen.insert(key.into(), seen);
-            }
-        }
-        if self.queue.try_send((key.into(), now)).is_err() {
+            },
+        };
+        if queue && self.queue.try_send((key.into(), now)).is_err() {
             self.metrics.activity_write("dropped");
         }
+    }
+
+    /// Records a use at `now`; true for the one caller that is to queue the write now due.
+    fn due(&self, seen: &Seen, now: u64) -> bool {
+        seen.used.fetch_max(now, Ordering::Relaxed);
+        let queued = seen.queued.load(Ordering::Relaxed);
+        now >= queued + self.interval
+            && seen
+                .queued
+                .compare_exchange(queued, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// When the session was last used through this router (epoch seconds).
@@ -173,5 +177,32 @@ mod tests {
         assert!(text.contains("session_router_activity_writes_total{result=\"dropped\"} 1"));
         assert!(activity.last_used("acme-t1").is_some());
         assert!(activity.last_used("acme-t9").is_none());
+    }
+
+    #[test]
+    fn first_touches_on_several_threads_at_once_queue_one_write() {
+        use std::sync::atomic::AtomicUsize;
+        const KEYS: usize = 300;
+        const THREADS: usize = 2;
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let activity = Activity::new(Duration::from_secs(60), KEYS * THREADS, metrics);
+        let keys: Vec<String> = (0..KEYS).map(|k| format!("acme-t{k}")).collect();
+        // Each thread spins until all are at key k, then touches it at once.
+        let arrived = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..THREADS {
+                scope.spawn(|| {
+                    for (k, key) in keys.iter().enumerate() {
+                        arrived.fetch_add(1, Ordering::AcqRel);
+                        while arrived.load(Ordering::Acquire) < (k + 1) * THREADS {
+                            std::hint::spin_loop();
+                        }
+                        activity.touch(key);
+                    }
+                });
+            }
+        });
+        let rx = activity.pending.lock().unwrap().take().unwrap();
+        assert_eq!(rx.len(), KEYS, "one write queued per session");
     }
 }

@@ -5,6 +5,7 @@
 mod common;
 
 mod access;
+mod activity;
 mod address_policy;
 mod admin_sessions;
 mod cli;
@@ -22,4 +23,5 @@ mod routing;
 mod session_keys;
 mod shutdown;
 mod table;
+mod wake;
 mod websocket;

@@ -101,6 +101,8 @@ pub struct RouterOptions {
     /// Pingora's SIGTERM settings (pingora.yaml).
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    /// More environment of the router process, e.g. `AWS_ENDPOINT_URL_SQS` or a secret.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for RouterOptions {
@@ -123,6 +125,7 @@ impl Default for RouterOptions {
             access_toml: "default = \"public\"\n".to_owned(),
             grace_period_seconds: 0,
             graceful_shutdown_timeout_seconds: 1,
+            env: Vec::new(),
         }
     }
 }
@@ -222,6 +225,7 @@ allowed_cidrs = {cidrs}
         )
         .expect("write pingora.yaml");
         let child = router_command(dir.path(), "router.log")
+            .envs(opts.env)
             .spawn()
             .expect("spawn router");
         let router = Router {

@@ -1,6 +1,7 @@
 //! A DynamoDB-compatible server for tests: moto in server mode on a free 127.0.0.1 port, with
 //! an SDK client to create tables and write items. Stopped when dropped.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -148,6 +149,46 @@ impl Moto {
             ],
         )
         .await;
+    }
+
+    /// A container the platform has stopped: a status and no address.
+    pub async fn put_stopped_container(&self, id: &str) {
+        self.put(
+            "webordinary-containers",
+            &[("containerId", s(id)), ("status", s("stopped"))],
+        )
+        .await;
+    }
+
+    /// The sessions item of `key` as stored now, read consistently.
+    pub async fn session_item(&self, key: &str) -> Option<HashMap<String, AttributeValue>> {
+        self.client
+            .get_item()
+            .table_name("webordinary-edit-sessions")
+            .key("sessionId", s(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get item")
+            .item
+    }
+
+    /// A numeric attribute of the sessions item of `key`, if both exist.
+    pub async fn session_number(&self, key: &str, attribute: &str) -> Option<u64> {
+        let item = self.session_item(key).await?;
+        item.get(attribute)?.as_n().ok()?.parse().ok()
+    }
+
+    /// An SQS client of this server (moto serves SQS on the same port).
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        let creds = aws_sdk_sqs::config::Credentials::new("test", "test", None, None, "test");
+        let conf = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(creds)
+            .build();
+        aws_sdk_sqs::Client::from_conf(conf)
     }
 
     pub async fn delete_session(&self, key: &str) {
