@@ -75,10 +75,6 @@ async fn restart_under_load_heals_with_zero_failed_requests() {
         .metric("session_router_upstream_retries_total{reason=\"connect_refused\"}")
         .await;
     assert!(retries >= 1.0, "the healing retry is counted");
-    let loads = router
-        .metric("session_router_store_requests_total{op=\"load_all\",result=\"ok\"}")
-        .await;
-    assert_eq!(loads, 1.0, "healed without a full refresh");
 }
 
 #[tokio::test]
