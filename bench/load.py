@@ -54,8 +54,14 @@ BROWSER_HEADERS = [
 ]
 
 
-def wrk_headers(args):
+def wrk_headers(args, cookie=None):
+    """wrk's header flags; `cookie` (`name=value`, a private session's grant) joins the Cookie
+    header, as a browser sends one Cookie header with all its cookies."""
     headers = [f"Host: {HOST}"] + (BROWSER_HEADERS if args.headers == "browser" else [])
+    if cookie:
+        sent = [h.removeprefix("Cookie: ") for h in headers if h.startswith("Cookie: ")]
+        headers = [h for h in headers if not h.startswith("Cookie: ")]
+        headers.append("Cookie: " + "; ".join(sent + [cookie]))
     return sum((["-H", h] for h in headers), [])
 
 
@@ -171,8 +177,9 @@ def memory_kib(pids):
     return rss, hwm
 
 
-def get(port, host=HOST, path=PATH, timeout=1.0):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Host": host})
+def get(port, host=HOST, path=PATH, timeout=1.0, cookie=None):
+    headers = {"Host": host} | ({"Cookie": cookie} if cookie else {})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, r.read()
@@ -182,17 +189,87 @@ def get(port, host=HOST, path=PATH, timeout=1.0):
         return None, b""
 
 
-def wait_ready(port, proc, name, deadline_s=20.0):
-    """Until a proxied request answers 200 with the upstream's exact body."""
+def wait_ready(port, proc, name, deadline_s=20.0, cookie=None, status_ok=200):
+    """Until a proxied request answers 200 with the upstream's exact body (or, with another
+    `status_ok`, until it answers that status)."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RunError(f"{name} exited with {proc.returncode} while starting")
-        status, body = get(port)
-        if status == 200 and body == BODY.encode():
+        status, body = get(port, cookie=cookie)
+        if status == status_ok and (status != 200 or body == BODY.encode()):
             return
         time.sleep(0.1)
-    raise RunError(f"{name} did not answer 200 with the upstream body within {deadline_s} s")
+    raise RunError(f"{name} did not answer {status_ok} within {deadline_s} s")
+
+
+# ---- private previews -----------------------------------------------------------------------
+
+
+class PrivateKeys:
+    """What a run with private previews needs once: a signing key pair made by the router's own
+    `keys` subcommand (the public half in a JWKS file) and a grant secret."""
+
+    def __init__(self, binary, tmp):
+        import secrets
+
+        made = subprocess.run(
+            [binary, "keys", "--kid", "bench"], capture_output=True, text=True, timeout=10
+        )
+        if made.returncode != 0:
+            raise RunError(f"session-router keys failed: {made.stderr}")
+        key = json.loads(made.stdout)
+        self.private_key = key["private_key"]
+        self.jwks = tmp / "bench-jwks.json"
+        self.jwks.write_text(json.dumps({"keys": [key["jwk"]]}))
+        self.grant_secret = secrets.token_hex(32)
+
+    def token(self, binary):
+        """A preview-link token for the demo session, minted as the editing app does."""
+        env = dict(os.environ, SESSION_ROUTER_SIGNING_KEY=self.private_key)
+        made = subprocess.run(
+            [binary, "token", "--client", "demo", "--thread", "hello", "--kid", "bench"],
+            capture_output=True, text=True, timeout=10, env=env,
+        )
+        if made.returncode != 0:
+            raise RunError(f"session-router token failed: {made.stderr}")
+        return made.stdout.strip()
+
+
+def exchange_token(port, token):
+    """Opens the preview link once, as a browser does, and returns the grant cookie
+    (`name=value`) of the router's 303."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        conn.request("GET", f"{PATH}?sr_token={token}", headers={"Host": HOST})
+        r = conn.getresponse()
+        r.read()
+        cookies = r.headers.get_all("Set-Cookie") or []
+    finally:
+        conn.close()
+    grants = [c.split(";", 1)[0] for c in cookies if c.startswith("sr_grant_hello=")]
+    if r.status != 303 or not grants:
+        raise RunError(f"link exchange answered {r.status}, Set-Cookie {cookies}")
+    return grants[0]
+
+
+def access_toml(spec, keys):
+    if spec.access != "private":
+        return '[access]\ndefault = "public"\n'
+    return (
+        f'[access]\ndefault = "public"\njwks_path = "{keys.jwks}"\n'
+        f'grant_secret = "{keys.grant_secret}"\n'
+    )
+
+
+def demo_session(upstream, access=None):
+    """The session under load, private when `access` says so."""
+    text = SESSIONS_TOML.format(upstream=upstream)
+    if access:
+        text = text.replace('client_id = "demo"\n', f'client_id = "demo"\naccess = "{access}"\n')
+    return text
 
 
 # ---- configurations -------------------------------------------------------------------------
@@ -318,7 +395,7 @@ backend no_session
 """
 
 
-def router_toml(tmp, port, admin, upstream, refresh="5s"):
+def router_toml(tmp, port, admin, upstream, refresh="5s", access='[access]\ndefault = "public"\n'):
     return f"""
 [listen]
 proxy = "127.0.0.1:{port}"
@@ -327,9 +404,7 @@ admin = "127.0.0.1:{admin}"
 [routing]
 path_hosts = ["edit.{{client}}.localhost"]
 
-[access]
-default = "public"
-
+{access}
 [store]
 kind = "file"
 refresh_interval = "{refresh}"
@@ -429,8 +504,10 @@ def pingora_yaml(tmp, name, extra):
 
 class Spec:
     """`kind[@name][,key=value...]`: keys `bin=PATH`, `yaml.KEY=VALUE` (Pingora YAML), `env.KEY=VALUE`;
-    for the router also `sessions=N` (that many more sessions in its table) and `swap=SECONDS`
-    (the table file rewritten that often while measuring, so the router reloads and swaps it);
+    for the router also `sessions=N` (that many more sessions in its table), `swap=SECONDS`
+    (the table file rewritten that often while measuring, so the router reloads and swaps it) and
+    `access=private` (the session under load is private: the router gets a JWKS and a grant
+    secret, a preview link is exchanged once per start, and wrk sends the grant cookie);
     `cpus=LIST` pins this proxy to those cores instead of the proxy core."""
 
     def __init__(self, text):
@@ -446,6 +523,9 @@ class Spec:
         self.swap = None
         self.table_versions = None
         self.cpus = None
+        self.access = None
+        # The grant cookie (`name=value`) of the running router, when private.
+        self.cookie = None
         for opt in opts:
             key, _, value = opt.partition("=")
             if key == "bin":
@@ -460,6 +540,8 @@ class Spec:
                 self.swap = float(value)
             elif key == "cpus":
                 self.cpus = value
+            elif key == "access" and self.kind == "router" and value in ("private", "public"):
+                self.access = value
             else:
                 raise RunError(f"unknown option {key!r} in {text!r}")
 
@@ -491,7 +573,10 @@ def start_proxy(spec, args, procs, tmp, upstream_port, wrap=(), ready_s=20.0):
         env = dict(os.environ)
         if spec.kind == "router":
             binary = spec.bin or str(ROOT / "target/release/session-router")
-            demo = SESSIONS_TOML.format(upstream=upstream_port)
+            if spec.access == "private" and getattr(args, "private_keys", None) is None:
+                args.private_keys = PrivateKeys(binary, tmp)
+            keys = getattr(args, "private_keys", None)
+            demo = demo_session(upstream_port, spec.access)
             sessions = demo + more_sessions(spec.sessions)
             (tmp / "sessions.toml").write_text(sessions)
             if spec.swap:
@@ -500,7 +585,9 @@ def start_proxy(spec, args, procs, tmp, upstream_port, wrap=(), ready_s=20.0):
             toml = tmp / f"{spec.name}.toml"
             spec.admin = free_port()
             refresh = "500ms" if spec.swap else "5s"
-            toml.write_text(router_toml(tmp, port, spec.admin, upstream_port, refresh))
+            toml.write_text(
+                router_toml(tmp, port, spec.admin, upstream_port, refresh, access_toml(spec, keys))
+            )
             argv = [binary, "--config", str(toml), "-c", str(yaml)]
             env["RUST_LOG"] = "info" if args.access_log == "on" else "info,access=off"
         else:
@@ -511,7 +598,11 @@ def start_proxy(spec, args, procs, tmp, upstream_port, wrap=(), ready_s=20.0):
             env["RUST_LOG"] = "warn"
         env.update(spec.env)
         p = procs.start(spec.name, [*wrap, *argv], cpu, log, env=env)
-    wait_ready(port, p, spec.name, ready_s)
+    if spec.access == "private":
+        # Refused without a grant; let in with the one a preview link is exchanged for.
+        wait_ready(port, p, spec.name, ready_s, status_ok=401)
+        spec.cookie = exchange_token(port, args.private_keys.token(binary))
+    wait_ready(port, p, spec.name, ready_s, cookie=spec.cookie)
     return p, port, p.pid
 
 
@@ -523,21 +614,34 @@ def table_loads(tmp, spec):
         return 0
 
 
-def store_calls(spec):
-    """The router's store call count so far, from its own counters (admin /metrics)."""
+def router_counters(spec):
+    """The router's store call count and requests let in on a grant so far, from its own
+    counters (admin /metrics); (None, None) for other proxies."""
     if spec.kind != "router":
-        return None
+        return None, None
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{spec.admin}/metrics", timeout=2) as r:
             text = r.read().decode()
     except OSError:
-        return None
-    return sum(
+        return None, None
+    lines = text.splitlines()
+    calls = sum(
         float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
+        for line in lines
         if line.startswith("session_router_store_requests_total{")
         and 'op="load_all"' not in line
     )
+    grants = sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith('session_router_access_total{result="grant"}')
+    )
+    return calls, grants
+
+
+def store_calls(spec):
+    """The router's store call count so far, from its own counters (admin /metrics)."""
+    return router_counters(spec)[0]
 
 
 UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -576,11 +680,11 @@ def pacing(args):
     return ["-s", str(script)]
 
 
-def wrk(args, port, seconds, latency):
+def wrk(args, port, seconds, latency, cookie=None):
     argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{seconds}s", "--timeout", "2s"]
     if latency:
         argv.append("--latency")
-    argv += wrk_headers(args) + pacing(args) + [f"http://127.0.0.1:{port}{PATH}"]
+    argv += wrk_headers(args, cookie) + pacing(args) + [f"http://127.0.0.1:{port}{PATH}"]
     if args.load_cpu is not None:
         argv = ["taskset", "-c", str(args.load_cpu)] + argv
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 15)
@@ -615,21 +719,21 @@ def upstream_requests(upstream):
 def measure(spec, args, procs, tmp, upstream):
     proc, port, pid = start_proxy(spec, args, procs, tmp, upstream.pid_port)
     try:
-        wrk(args, port, args.warmup, latency=False)
+        wrk(args, port, args.warmup, latency=False, cookie=spec.cookie)
         pids = process_tree(pid) if pid else []
         up_pids = process_tree(upstream.pid)
-        before = cpu_ticks(pids), cpu_ticks(up_pids), store_calls(spec)
+        before = cpu_ticks(pids), cpu_ticks(up_pids), router_counters(spec)
         swapper = (
             TableSwapper(tmp / "sessions.toml", spec.table_versions, spec.swap, args.load_cpu)
             if spec.swap
             else None
         )
         loads_before = table_loads(tmp, spec)
-        out = wrk(args, port, args.duration, latency=True)
+        out = wrk(args, port, args.duration, latency=True, cookie=spec.cookie)
         if swapper:
             swapper.stop()
         swaps = table_loads(tmp, spec) - loads_before if swapper else None
-        after = cpu_ticks(pids), cpu_ticks(up_pids), store_calls(spec)
+        after = cpu_ticks(pids), cpu_ticks(up_pids), router_counters(spec)
         rss, hwm = memory_kib(pids) if pids else memory_kib(up_pids)
         result = parse_wrk(out)
         if result["non_2xx"] or result["socket_errors"]:
@@ -639,6 +743,11 @@ def measure(spec, args, procs, tmp, upstream):
             )
         us_per_tick = 1e6 / CLK_TCK
         n = result["requests"]
+        grants = None if before[2][1] is None else after[2][1] - before[2][1]
+        if spec.access == "private" and not (grants is not None and grants >= n):
+            raise RunError(
+                f"{spec.name}: {grants} requests let in on a grant, wrk completed {n}\n{out}"
+            )
         proxy_ticks = (after[0] - before[0]) if pids else (after[1] - before[1])
         result.update(
             {
@@ -647,7 +756,8 @@ def measure(spec, args, procs, tmp, upstream):
                 "upstream_cpu_us_per_req": (after[1] - before[1]) * us_per_tick / n,
                 "rss_kib": rss,
                 "hwm_kib": hwm,
-                "store_calls": None if before[2] is None else after[2] - before[2],
+                "store_calls": None if before[2][0] is None else after[2][0] - before[2][0],
+                "access_grants": grants,
                 "table_swaps": swaps,
             }
         )
@@ -700,7 +810,7 @@ def check_forwarding(specs, args, procs, tmp):
             proc, port, _ = start_proxy(spec, args, procs, tmp, echo.pid_port)
             try:
                 echo.heads.clear()
-                get(port, path=PATH + "?q=1")
+                get(port, path=PATH + "?q=1", cookie=spec.cookie)
                 for line, headers in echo.heads[-1:]:
                     print(f"{spec.name}: {line}")
                     for k, v in headers:
@@ -742,6 +852,9 @@ def summarize(rows, names, baseline):
         entry["store_calls"] = sum(calls) if calls else None
         swaps = [r["table_swaps"] for r in mine if r.get("table_swaps") is not None]
         entry["table_swaps"] = sum(swaps) if swaps else None
+        if any(r.get("access_grants") for r in mine):
+            entry["access_grants"] = sum(r["access_grants"] for r in mine)
+            entry["requests"] = sum(r["requests"] for r in mine)
         summary[name] = entry
     return summary
 
@@ -781,6 +894,11 @@ def print_table(summary, baseline, args):
             print(f"{name}: store calls during measured runs: {e['store_calls']:.0f}")
         if e["table_swaps"] is not None:
             print(f"{name}: tables loaded and swapped in during measured runs: {e['table_swaps']}")
+        if e.get("access_grants") is not None:
+            print(
+                f"{name}: requests let in on a grant (access_total{{result=\"grant\"}}) during "
+                f"measured runs: {e['access_grants']:.0f}, wrk completed {e['requests']}"
+            )
     print("direct: CPU and memory are the upstream's own (wrk talks to it with no proxy).")
 
 
@@ -875,7 +993,8 @@ def main():
             w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
             w.writeheader()
             w.writerows(rows)
-    meta = {k: v for k, v in vars(args).items()}
+    # The signing key of a private run stays out of the results.
+    meta = {k: v for k, v in vars(args).items() if k != "private_keys"}
     for path in (out / f"load{tag}.json", out / f"load{tag}-{stamp}.json"):
         path.write_text(json.dumps({"settings": meta, "summary": summary, "rows": rows}, indent=1))
     print(f"raw data: {out / f'load{tag}.csv'}, summary: {out / f'load{tag}.json'}")

@@ -106,7 +106,7 @@ pub fn resolve(config: &Config, resolver: &Resolver, host: &str, path: &str) -> 
 }
 
 /// Polls a future that a table hit completes without waiting, as the proxy's first poll does.
-fn poll_ready<F: Future>(fut: F) -> F::Output {
+pub fn poll_ready<F: Future>(fut: F) -> F::Output {
     let mut fut = pin!(fut);
     match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(out) => out,

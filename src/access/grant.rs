@@ -4,6 +4,7 @@
 //! secret every router of the fleet shares, so any of them accepts it. Verified grants are
 //! remembered, so a request pays a map lookup, not a MAC.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -64,7 +65,10 @@ pub struct Grants {
     checker: DecodingKey,
     validation: Validation,
     ttl: Duration,
-    verified: Cache<Box<str>, Grant>,
+    /// A hit hands out a pointer, not a copy of the grant's strings. Only grants whose MAC
+    /// verified are inserted, so no one picks keys to collide: a fast hash will do (a remembered
+    /// grant is hashed on every request, and it is a few hundred bytes long).
+    verified: Cache<Box<str>, Arc<Grant>, foldhash::fast::RandomState>,
 }
 
 impl Grants {
@@ -85,7 +89,7 @@ impl Grants {
             verified: Cache::builder()
                 .max_capacity(REMEMBERED)
                 .time_to_live(REMEMBER_FOR)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         })
     }
 
@@ -116,7 +120,7 @@ impl Grants {
         client: &str,
         thread: &str,
         current_gen: u64,
-    ) -> Result<Grant, GrantError> {
+    ) -> Result<Arc<Grant>, GrantError> {
         let grant = match self.verified.get(cookie) {
             Some(grant) => grant,
             None => {
@@ -126,6 +130,7 @@ impl Grants {
                         _ => GrantError::Invalid,
                     })?
                     .claims;
+                let grant = Arc::new(grant);
                 self.verified.insert(cookie.into(), grant.clone());
                 grant
             }
