@@ -4,6 +4,7 @@
 //! exchanged for a grant). `access_decide`: the whole decision both engines make for a table hit
 //! (resolve, gate, count) against the resolution alone, at 100k sessions.
 
+use session_router::lifecycle::{Activity, Lifecycle, Wakes, Watch};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -172,7 +173,23 @@ fn shared(
     default: ShareLevel,
 ) -> Shared {
     let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let lifecycle = Lifecycle {
+        activity: Arc::new(Activity::new(
+            config.activity.interval,
+            config.activity.queue,
+            metrics.clone(),
+        )),
+        wakes: Arc::new(Wakes::new(
+            None,
+            resolver.store().clone(),
+            config.wake.cooldown,
+            metrics.clone(),
+        )),
+        watch: Arc::new(Watch::default()),
+        wait_limit: config.wake.wait_timeout,
+    };
     Shared {
+        lifecycle: Arc::new(lifecycle),
         resolver,
         gate: Arc::new(gate(config, keys, default)),
         health: Arc::new(Health::new(&config.health, metrics.clone())),
@@ -206,12 +223,14 @@ fn decide(config: &Config, shared: &Shared, host: &str, path: &str, cookie: &str
         path,
         query: None,
         tls: false,
+        may_wake: false,
+        waiting: false,
     };
-    let decision = common::poll_ready(shared.decide(&asked, |thread| {
+    let mut decision = common::poll_ready(shared.decide(&asked, |thread| {
         config.routing.cookies.grant_in([cookie.as_bytes()], thread)
     }));
     assert!(matches!(decision, Decision::Forward { .. }), "forwarded");
-    decision.count(&shared.metrics);
+    decision.settle(shared);
     decision
 }
 
