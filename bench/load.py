@@ -241,7 +241,7 @@ def exchange_token(port, token):
     (`name=value`) of the router's 303."""
     import http.client
 
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("GET", f"{PATH}?sr_token={token}", headers={"Host": HOST})
         r = conn.getresponse()

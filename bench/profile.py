@@ -42,11 +42,11 @@ class Window:
     """One long wrk run; the measured window is counted by the upstream's own request counter,
     so connection set-up and tool start-up stay outside it."""
 
-    def __init__(self, args, port, upstream):
+    def __init__(self, args, port, upstream, cookie=None):
         self.upstream = upstream
         total = args.warmup + args.seconds + 4
         argv = ["wrk", "-t1", f"-c{args.connections}", f"-d{total}s", "--timeout", "5s",
-                *load.wrk_headers(args), f"http://127.0.0.1:{port}{load.PATH}"]
+                *load.wrk_headers(args, cookie), f"http://127.0.0.1:{port}{load.PATH}"]
         if args.load_cpu is not None:
             argv = ["taskset", "-c", str(args.load_cpu)] + argv
         self.wrk = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -257,7 +257,7 @@ def run_one(spec, tool, args, procs, tmp, upstream, out_dir):
             raise load.RunError("profile needs a proxy process (not direct)")
         pids = load.process_tree(pid)
         head = f"== {spec.name}: {tool} =="
-        window = Window(args, port, upstream)
+        window = Window(args, port, upstream, spec.cookie)
         if tool == "syscalls":
             argv = ["perf", "stat", "-e", "syscalls:sys_enter_*", "-p", ",".join(map(str, pids))]
             text = with_perf(argv, window, args.seconds, tmp)
