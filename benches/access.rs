@@ -20,7 +20,7 @@ use session_router::health::Health;
 use session_router::metrics::Metrics;
 use session_router::pages::RequestKind;
 use session_router::proxy::Shared;
-use session_router::routing::{classify, RequestParts};
+use session_router::routing::classify;
 use session_router::store::{SessionAccess, ShareLevel};
 use session_router::upgrades::Upgrades;
 
@@ -200,21 +200,11 @@ fn shared(
     }
 }
 
-fn parts<'a>(host: &'a str, path: &'a str) -> RequestParts<'a> {
-    RequestParts {
-        host,
-        path,
-        query: None,
-        referer: None,
-        cookie_thread: None,
-    }
-}
-
 /// Classifies one request and decides it as the engines do; every request is a table hit that
 /// is forwarded. The request parts are those of `common::resolve`, so the two differ by the
 /// access work alone.
 fn decide(config: &Config, shared: &Shared, host: &str, path: &str, cookie: &str) -> Decision {
-    let target = classify(&config.routing, &parts(host, path)).expect("routable");
+    let target = classify(&config.routing, &common::parts(host, path)).expect("routable");
     let asked = Asked {
         target: &target,
         requester: None,
@@ -257,7 +247,7 @@ fn bench_decide(c: &mut Criterion) {
         })
         .collect();
     for (host, path, cookie) in &reqs {
-        let target = classify(&config.routing, &parts(host, path)).expect("routable");
+        let target = classify(&config.routing, &common::parts(host, path)).expect("routable");
         let grant = config
             .routing
             .cookies

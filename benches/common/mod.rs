@@ -89,16 +89,20 @@ pub fn requests(sessions: usize) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Classifies one request and resolves it, as the proxy does; every request here is a table hit.
-pub fn resolve(config: &Config, resolver: &Resolver, host: &str, path: &str) -> Resolution {
-    let parts = RequestParts {
+/// A request of `host` and `path` alone, as routing reads it.
+pub fn parts<'a>(host: &'a str, path: &'a str) -> RequestParts<'a> {
+    RequestParts {
         host,
         path,
         query: None,
         referer: None,
         cookie_thread: None,
-    };
-    let target = classify(&config.routing, &parts).expect("routable");
+    }
+}
+
+/// Classifies one request and resolves it, as the proxy does; every request here is a table hit.
+pub fn resolve(config: &Config, resolver: &Resolver, host: &str, path: &str) -> Resolution {
+    let target = classify(&config.routing, &parts(host, path)).expect("routable");
     let resolved = poll_ready(resolver.resolve(&target.client, &target.thread, None));
     let resolution = resolved.resolution;
     assert!(matches!(resolution, Resolution::Ready(_)), "a table hit");
