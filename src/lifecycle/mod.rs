@@ -39,8 +39,9 @@ pub fn is_bot(user_agent: Option<&[u8]>) -> bool {
     let Some(ua) = user_agent else {
         return true;
     };
-    let ua = ua.to_ascii_lowercase();
-    MARKERS.iter().any(|m| ua.windows(m.len()).any(|w| w == *m))
+    MARKERS
+        .iter()
+        .any(|m| ua.windows(m.len()).any(|w| w.eq_ignore_ascii_case(m)))
 }
 
 pub(crate) fn epoch_secs() -> u64 {
