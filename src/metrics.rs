@@ -45,6 +45,10 @@ pub struct Metrics {
     pub table_containers: IntGauge,
     pub last_refresh: Gauge,
     pub table_skipped: IntGauge,
+    stream_records: IntCounterVec,
+    /// How far behind the streams the table may be: time since every shard was last read to its
+    /// end with nothing missed since the last full load.
+    pub stream_lag: Gauge,
     pub upstream_retries: IntCounterVec,
     pub websocket_connections: IntGauge,
     pub websocket_upgrades: IntCounterVec,
@@ -198,6 +202,19 @@ impl Metrics {
                 "session_router_route_table_skipped_items",
                 "Store items left out of the last full load because they did not decode",
             )?,
+            stream_records: IntCounterVec::new(
+                Opts::new(
+                    "session_router_stream_records_total",
+                    "Stream records read, by table (sessions, containers) and result (applied, \
+                     skipped: the item did not decode and is routed as deleted, ignored: not a \
+                     change of anything routed)",
+                ),
+                &["table", "result"],
+            )?,
+            stream_lag: Gauge::new(
+                "session_router_stream_lag_seconds",
+                "Seconds since the route table last held every change the streams carried",
+            )?,
             upstream_retries: IntCounterVec::new(
                 Opts::new(
                     "session_router_upstream_retries_total",
@@ -276,6 +293,8 @@ impl Metrics {
         m.registry.register(Box::new(m.table_containers.clone()))?;
         m.registry.register(Box::new(m.last_refresh.clone()))?;
         m.registry.register(Box::new(m.table_skipped.clone()))?;
+        m.registry.register(Box::new(m.stream_records.clone()))?;
+        m.registry.register(Box::new(m.stream_lag.clone()))?;
         m.registry.register(Box::new(m.upstream_retries.clone()))?;
         m.registry
             .register(Box::new(m.websocket_connections.clone()))?;
@@ -324,6 +343,13 @@ impl Metrics {
 
     pub fn cold_start(&self, seconds: f64) {
         self.cold_starts.observe(seconds);
+    }
+
+    /// `count` stream records of `table` ("sessions" or "containers") with `result`.
+    pub fn stream_records(&self, table: &str, result: &str, count: u64) {
+        self.stream_records
+            .with_label_values(&[table, result])
+            .inc_by(count);
     }
 
     pub fn miss_limited(&self, scope: MissScope) {

@@ -296,6 +296,21 @@ fn validate_store(s: &StoreSection) -> Result<(), ConfigError> {
             "must be above zero",
         ),
         (
+            "store.reconcile_interval",
+            s.reconcile_interval >= s.refresh_interval,
+            "must be at least store.refresh_interval",
+        ),
+        (
+            "store.dynamodb.stream_poll_interval",
+            !s.dynamodb.stream_poll_interval.is_zero(),
+            "must be above zero",
+        ),
+        (
+            "store.dynamodb.stream_discover_interval",
+            s.dynamodb.stream_discover_interval >= s.dynamodb.stream_poll_interval,
+            "must be at least store.dynamodb.stream_poll_interval",
+        ),
+        (
             "store.max_staleness",
             s.max_staleness >= s.refresh_interval,
             "must be at least store.refresh_interval",

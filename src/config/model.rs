@@ -283,6 +283,10 @@ pub struct StoreSection {
     /// How long "no such session" is remembered before the store is asked again.
     #[serde(with = "humantime_serde")]
     pub negative_ttl: Duration,
+    /// With a change feed (DynamoDB streams), how often both tables are still read in full, to
+    /// correct anything the streams missed.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
     /// Age of the last good table past which `/readyz` fails.
     #[serde(with = "humantime_serde")]
     pub max_staleness: Duration,
@@ -302,6 +306,7 @@ impl Default for StoreSection {
         StoreSection {
             kind: StoreKind::File,
             refresh_interval: Duration::from_secs(5),
+            reconcile_interval: Duration::from_secs(600),
             negative_ttl: Duration::from_secs(2),
             max_staleness: Duration::from_secs(120),
             miss_rate_per_client: 5.0,
@@ -345,6 +350,18 @@ pub struct DynamoDbSection {
     /// retried with exponential backoff and jitter.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Follow both tables' DynamoDB streams and apply each change as it comes; full Scans then
+    /// run only every `reconcile_interval` and after a gap. Without a stream on a table the
+    /// router warns and scans every `refresh_interval`.
+    pub streams: bool,
+    /// Wait between GetRecords calls on a shard that had nothing new. AWS allows five calls a
+    /// second per shard across all readers.
+    #[serde(with = "humantime_serde")]
+    pub stream_poll_interval: Duration,
+    /// How often the streams and their shards are looked up again, besides whenever a shard
+    /// ends, to find a stream replaced while the router followed the old one.
+    #[serde(with = "humantime_serde")]
+    pub stream_discover_interval: Duration,
 }
 
 impl Default for DynamoDbSection {
@@ -358,6 +375,9 @@ impl Default for DynamoDbSection {
             container_key_attribute: "containerId".to_owned(),
             scan_segments: 4,
             request_timeout: Duration::from_secs(3),
+            streams: true,
+            stream_poll_interval: Duration::from_millis(500),
+            stream_discover_interval: Duration::from_secs(300),
         }
     }
 }

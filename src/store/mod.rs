@@ -2,6 +2,7 @@
 //! [`RouteStore`] trait every backend implements, and the backends themselves.
 
 mod dynamodb;
+mod feed;
 mod file;
 
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use thiserror::Error;
 use crate::background::{Priority, Yielder};
 
 pub use dynamodb::DynamoDbStore;
+pub use feed::{Change, ChangeFeed, FeedEvent, FEED_QUEUE};
 pub use file::FileStore;
 
 /// A session: which container serves it.
@@ -191,6 +193,13 @@ pub trait RouteStore: Send + Sync {
     /// Signalled when the store may have changed, for stores that can tell (the file store
     /// watches its file); the refresh then loads at once instead of at its next interval.
     fn changes(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
+    /// Starts following the store's changes record by record, for stores that can (DynamoDB
+    /// with streams). The feed's first event is a [`FeedEvent::Gap`] once it is positioned, or
+    /// [`FeedEvent::Lost`] if it cannot follow yet.
+    async fn follow(&self, _metrics: Arc<crate::metrics::Metrics>) -> Option<ChangeFeed> {
         None
     }
 
