@@ -1,13 +1,14 @@
-//! What one full reload of the file store costs the refresh thread: read, parse and build the
-//! table of a `sessions.toml` with 100k sessions, each on its own container, and free the table it
-//! replaces. The request path never waits on this, but on a busy machine it competes for the CPU.
+//! What the route table's writer spends: one full load of the file store (read and parse a
+//! `sessions.toml` of 100k sessions, each on its own container), applying a full load to the
+//! table (a reconcile that finds nothing to correct, and building it from empty), and applying
+//! one pushed change. The request path never waits on these, but they compete for the CPU.
 
 use std::fmt::Write;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use session_router::background::Priority;
-use session_router::store::{FileStore, RouteStore};
+use session_router::store::{Change, ContainerRecord, ContainerStatus, FileStore, RouteStore};
+use session_router::table::RouteTable;
 
 /// The same shape as the load script's tables: sessions over a thousand clients, one container
 /// each with its address and port.
@@ -46,7 +47,7 @@ fn bench_load(c: &mut Criterion) {
             b.to_async(&runtime).iter(|| async {
                 // A new store each time: one that has seen this version of the file skips it.
                 let store = FileStore::new(path.clone());
-                let table = store.load_all(Priority::Low).await.expect("loads");
+                let table = store.load_all().await.expect("loads");
                 assert_eq!(table.map(|t| t.sessions.len()), Some(sessions));
             })
         });
@@ -54,5 +55,45 @@ fn bench_load(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_load);
+fn bench_apply(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sessions.toml");
+    std::fs::write(&path, sessions_file(100_000)).expect("write table");
+    let loaded = runtime
+        .block_on(FileStore::new(path).load_all())
+        .expect("loads")
+        .expect("a table");
+    let table = RouteTable::from(&*loaded);
+    let mut group = c.benchmark_group("route_table_100k");
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
+    group.bench_function("build_from_load", |b| b.iter(|| RouteTable::from(&*loaded)));
+    group.bench_function("reconcile_unchanged", |b| {
+        b.iter(|| table.clone().reconcile(&loaded))
+    });
+    group.bench_function("apply_one_change", |b| {
+        let mut n = 0u32;
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let change = Change::Container {
+                id: format!("c{:07}", n % 100_000).into(),
+                record: Some(ContainerRecord {
+                    ip: Some(std::net::Ipv4Addr::from(0x0a00_0000 + n).into()),
+                    port: None,
+                    status: ContainerStatus::Running,
+                }),
+            };
+            let mut next = table.clone();
+            next.apply(&change);
+            next
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_load, bench_apply);
 criterion_main!(benches);

@@ -120,7 +120,6 @@ fn build_store(config: &Config) -> Result<Arc<dyn RouteStore>, StartError> {
 
 /// Builds the server with every service added, ready for `run_forever`.
 pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server, StartError> {
-    crate::background::tune_allocator();
     // The YAML named by -c is already loaded into `server_conf`.
     let mut opt = cli.server;
     opt.conf = None;
@@ -139,6 +138,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         session_key: config.routing.session_key.clone(),
         container_port: config.routing.container_port,
         refresh_interval: config.store.refresh_interval,
+        reconcile_interval: config.store.reconcile_interval,
         negative_ttl: config.store.negative_ttl,
         max_staleness: config.store.max_staleness,
         policy: AddressPolicy::new(config.upstream.allowed_cidrs.clone()),

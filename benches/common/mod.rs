@@ -15,7 +15,7 @@ use session_router::routing::{classify, RequestParts};
 use session_router::store::{
     ContainerRecord, ContainerStatus, FileStore, SessionRecord, StoreSnapshot,
 };
-use session_router::table::{Resolution, Resolver, ResolverSettings, RouteTable};
+use session_router::table::{Resolution, Resolver, ResolverSettings};
 use session_router::upstream::AddressPolicy;
 
 const CLIENTS: usize = 1000;
@@ -29,7 +29,7 @@ pub fn config() -> Config {
 
 /// `sessions` sessions spread over a thousand clients, each on its own running container;
 /// `generation` gives the containers new ids, as a reload after restarts would.
-pub fn table(sessions: usize, generation: u32) -> RouteTable {
+pub fn table(sessions: usize, generation: u32) -> StoreSnapshot {
     let mut snap = StoreSnapshot::default();
     for i in 0..sessions {
         let container: Arc<str> = format!("c{i}-{generation}").into();
@@ -51,16 +51,17 @@ pub fn table(sessions: usize, generation: u32) -> RouteTable {
             },
         );
     }
-    RouteTable::from(snap)
+    snap
 }
 
 /// A resolver serving `table`. Its store is never reached: every request addresses a session in
 /// the table, and the refresh interval outlasts any bench.
-pub fn resolver(config: &Config, table: RouteTable) -> Resolver {
+pub fn resolver(config: &Config, table: StoreSnapshot) -> Resolver {
     let settings = ResolverSettings {
         session_key: config.routing.session_key.clone(),
         container_port: 4321,
         refresh_interval: Duration::from_secs(3600),
+        reconcile_interval: Duration::from_secs(3600),
         negative_ttl: Duration::from_secs(2),
         max_staleness: Duration::from_secs(7200),
         policy: AddressPolicy::new(vec!["10.0.0.0/8".parse().expect("cidr")]),
@@ -68,7 +69,7 @@ pub fn resolver(config: &Config, table: RouteTable) -> Resolver {
     };
     let store = Arc::new(FileStore::new(PathBuf::from("/nonexistent")));
     let resolver = Resolver::new(store, Arc::new(Metrics::new().expect("metrics")), settings);
-    resolver.install(table, Instant::now());
+    resolver.reconcile(&table, Instant::now());
     resolver
 }
 

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 
-use crate::background::{Priority, Yielder};
-
 pub use dynamodb::DynamoDbStore;
 pub use feed::{Change, ChangeFeed, FeedEvent, FEED_QUEUE};
 pub use file::FileStore;
@@ -91,8 +89,8 @@ pub struct ContainerRecord {
     pub status: ContainerStatus,
 }
 
-/// A table keyed by store ids. Only the store puts keys in (requests only look them up), so the
-/// hash need not resist chosen keys, and a fast one saves a tenth of a full load.
+/// A loaded table keyed by store ids. Only the store puts keys in, so the hash need not resist
+/// chosen keys, and a fast one saves a tenth of a full load.
 pub type TableMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
 
 /// Everything a store holds, as loaded by a full refresh.
@@ -102,45 +100,6 @@ pub struct StoreSnapshot {
     pub containers: TableMap<ContainerRecord>,
     /// Items that could not be decoded and were left out.
     pub skipped: usize,
-}
-
-/// How many records a snapshot holds. A new load's maps are sized from the last one's, so that
-/// they are not rehashed as they fill: milliseconds each time for a large table, in one stretch
-/// that cannot offer the core back.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TableSizes {
-    pub sessions: usize,
-    pub containers: usize,
-}
-
-impl StoreSnapshot {
-    pub fn with_capacity(sizes: TableSizes) -> Self {
-        StoreSnapshot {
-            sessions: TableMap::with_capacity_and_hasher(sizes.sessions, Default::default()),
-            containers: TableMap::with_capacity_and_hasher(sizes.containers, Default::default()),
-            skipped: 0,
-        }
-    }
-
-    pub fn sizes(&self) -> TableSizes {
-        TableSizes {
-            sessions: self.sessions.len(),
-            containers: self.containers.len(),
-        }
-    }
-
-    /// Drops the records one at a time, offering the core back as it goes: freeing a table of
-    /// 100k sessions in one go is tens of milliseconds that no request could preempt.
-    pub fn drop_gradually(mut self, yielder: &mut Yielder) {
-        for session in self.sessions.drain() {
-            drop(session);
-            yielder.pause();
-        }
-        for container in self.containers.drain() {
-            drop(container);
-            yielder.pause();
-        }
-    }
 }
 
 #[derive(Debug, Error)]
@@ -180,9 +139,7 @@ impl Stamp {
 pub trait RouteStore: Send + Sync {
     /// Loads everything. `Ok(None)` means nothing changed since the last successful load. Shared,
     /// so a backend that keeps its last load (the file store) holds no second copy of it.
-    /// `priority` is how far the load's CPU work should yield to requests, for backends that run
-    /// that work on threads of their own.
-    async fn load_all(&self, priority: Priority) -> Result<Option<Arc<StoreSnapshot>>, StoreError>;
+    async fn load_all(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError>;
 
     /// Looks one session up by its store key, bypassing any cache.
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError>;

@@ -73,6 +73,17 @@ impl<V: Clone + Send + Sync + 'static> ReadThrough<V> {
         self.cache.invalidate_all();
     }
 
+    /// Drops what is remembered of `key`: the table now holds it.
+    pub async fn forget(&self, key: &str) {
+        self.cache.invalidate(key).await;
+    }
+
+    /// Remembers `key` as absent for the negative TTL: the store just said it was deleted, so
+    /// the next request for it needs no read to learn that.
+    pub async fn remember_absent(&self, key: &str) {
+        self.cache.insert(key.into(), None).await;
+    }
+
     /// Serves from the cache, or makes the one store read (`fetch`) that all concurrent
     /// requests for this key wait on, if the asker's budget allows it. Errors are not cached:
     /// the next request tries again.

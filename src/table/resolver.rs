@@ -17,11 +17,12 @@ pub use views::{Current, Inspection};
 use super::miss_limit::{MissLimiter, MissLimits, MissScope};
 use super::ownership::{self, RefusalLog};
 use super::read_through::{Asker, MissError, ReadThrough};
-use super::RouteTable;
+use super::{Corrections, RouteTable};
 use crate::config::SessionKeyTemplate;
 use crate::metrics::{LookupResult, Metrics};
 use crate::store::{
-    ContainerRecord, ContainerStatus, RouteStore, SessionAccess, SessionRecord, StoreError,
+    Change, ContainerRecord, ContainerStatus, RouteStore, SessionAccess, SessionRecord, StoreError,
+    StoreSnapshot,
 };
 use crate::upstream::{AddressPolicy, UpstreamTarget};
 
@@ -61,6 +62,7 @@ pub struct ResolverSettings {
     pub session_key: SessionKeyTemplate,
     pub container_port: u16,
     pub refresh_interval: Duration,
+    pub reconcile_interval: Duration,
     pub negative_ttl: Duration,
     pub max_staleness: Duration,
     pub policy: AddressPolicy,
@@ -86,8 +88,10 @@ pub struct Resolver {
     store: Arc<dyn RouteStore>,
     metrics: Arc<Metrics>,
     settings: ResolverSettings,
-    /// Unix millis of the last successful refresh; 0 until the first one.
-    last_refresh_ms: AtomicU64,
+    /// Unix millis before which the table held every change of the store (the start of the
+    /// last full load, or of the last stream poll that found every shard read to its end); 0
+    /// until the first load.
+    current_at_ms: AtomicU64,
     /// Bumped whenever routes may have changed (a table swap or a heal), so watchers of open
     /// connections know when to look again.
     version: AtomicU64,
@@ -119,7 +123,7 @@ impl Resolver {
             store,
             metrics,
             settings,
-            last_refresh_ms: AtomicU64::new(0),
+            current_at_ms: AtomicU64::new(0),
             version: AtomicU64::new(0),
             refusals: RefusalLog::default(),
         }
@@ -138,19 +142,15 @@ impl Resolver {
         self.settings.session_key.render(client, thread)
     }
 
-    /// Swaps in a table whose load started at `load_started`. Read-through entries are dropped:
-    /// the new table is at least as fresh as they are, and a deleted session must not survive in
-    /// them. Healed entries newer than the load's start stay.
-    ///
-    /// Returns the table it replaced, so the caller can free it off the request path.
-    pub fn install(&self, table: RouteTable, load_started: Instant) -> Arc<RouteTable> {
-        self.metrics
-            .table_sessions
-            .set(table.session_count() as i64);
-        self.metrics
-            .table_containers
-            .set(table.container_count() as i64);
-        let replaced = self.table.swap(Arc::new(table));
+    /// Makes the table say what a full load that started at `load_started` found, changing only
+    /// what differs. Read-through entries are dropped: the table is at least as fresh as they
+    /// are, and a deleted session must not survive in them. Heals newer than the load stay.
+    pub fn reconcile(&self, loaded: &StoreSnapshot, load_started: Instant) -> Corrections {
+        let mut table = RouteTable::clone(&self.table.load());
+        let corrections = table.reconcile(loaded);
+        if corrections.total() > 0 {
+            self.publish(table);
+        }
         self.sessions.invalidate_all();
         self.containers.invalidate_all();
         self.healed.rcu(|healed| {
@@ -160,9 +160,73 @@ impl Resolver {
                 .map(|(k, h)| (k.clone(), h.clone()))
                 .collect::<HashMap<_, _>>()
         });
+        self.mark_current(load_started);
+        self.metrics
+            .last_refresh
+            .set(now_epoch_ms() as f64 / 1000.0);
+        corrections
+    }
+
+    /// Applies changes the store pushed, all in one new version of the table, and makes sure no
+    /// cache or heal holds an older word on any of their records. Returns how many changed the
+    /// table.
+    pub async fn apply(&self, changes: &[Change]) -> usize {
+        let mut table = RouteTable::clone(&self.table.load());
+        let applied = changes.iter().filter(|c| table.apply(c)).count();
+        if applied > 0 {
+            self.publish(table);
+        }
+        for change in changes {
+            self.forget_older(change).await;
+        }
+        applied
+    }
+
+    async fn forget_older(&self, change: &Change) {
+        match change {
+            Change::Session { key, record } => {
+                match record {
+                    Some(_) => self.sessions.forget(key).await,
+                    None => self.sessions.remember_absent(key).await,
+                }
+                self.drop_heals(|k, _| k == &**key);
+            }
+            Change::Container { id, record } => {
+                match record {
+                    Some(_) => self.containers.forget(id).await,
+                    None => self.containers.remember_absent(id).await,
+                }
+                self.drop_heals(|_, h| *h.session.container_id == **id);
+            }
+        }
+    }
+
+    /// Drops the heals `stale` picks: a change pushed after a heal is newer than it.
+    fn drop_heals(&self, stale: impl Fn(&str, &Healed) -> bool) {
+        if !self.healed.load().iter().any(|(k, h)| stale(k, h)) {
+            return;
+        }
+        self.healed.rcu(|healed| {
+            healed
+                .iter()
+                .filter(|(k, h)| !stale(k, h))
+                .map(|(k, h)| (k.clone(), h.clone()))
+                .collect::<HashMap<_, _>>()
+        });
         self.version.fetch_add(1, Ordering::Release);
-        self.mark_refreshed();
-        replaced
+    }
+
+    /// Swaps in a new version of the table. Only the refresh task writes the table, so no
+    /// change can be lost between its load and its store.
+    fn publish(&self, table: RouteTable) {
+        self.metrics
+            .table_sessions
+            .set(table.session_count() as i64);
+        self.metrics
+            .table_containers
+            .set(table.container_count() as i64);
+        self.table.store(Arc::new(table));
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// Changes whenever routes may have changed.
@@ -170,20 +234,28 @@ impl Resolver {
         self.version.load(Ordering::Acquire)
     }
 
-    /// Records a successful refresh that found nothing new.
+    /// Records a successful full load that found nothing new.
     pub fn mark_refreshed(&self) {
-        let now = now_epoch_ms();
-        self.last_refresh_ms.store(now, Ordering::Release);
-        self.metrics.last_refresh.set(now as f64 / 1000.0);
+        self.mark_current(Instant::now());
+        self.metrics
+            .last_refresh
+            .set(now_epoch_ms() as f64 / 1000.0);
     }
 
-    /// Time since the last good load; `None` before the first.
+    /// Records that the table held every change the store made before `at`. Never moves back.
+    pub fn mark_current(&self, at: Instant) {
+        let at_ms = now_epoch_ms().saturating_sub(at.elapsed().as_millis() as u64);
+        self.current_at_ms.fetch_max(at_ms, Ordering::AcqRel);
+    }
+
+    /// How far behind the store the table may be: time since it last held every change; `None`
+    /// before the first load.
     pub fn table_age(&self) -> Option<Duration> {
         self.table_age_at(now_epoch_ms())
     }
 
     fn table_age_at(&self, now_ms: u64) -> Option<Duration> {
-        match self.last_refresh_ms.load(Ordering::Acquire) {
+        match self.current_at_ms.load(Ordering::Acquire) {
             0 => None,
             at => Some(Duration::from_millis(now_ms.saturating_sub(at))),
         }
@@ -195,7 +267,7 @@ impl Resolver {
             .is_some_and(|age| age <= self.settings.max_staleness)
     }
 
-    /// Past two refresh intervals without a good load, the table is serving stale routes.
+    /// Past two refresh intervals behind the store, the table is serving stale routes.
     fn is_stale(&self, now_ms: u64) -> bool {
         self.table_age_at(now_ms)
             .is_some_and(|age| age > self.settings.refresh_interval * 2)

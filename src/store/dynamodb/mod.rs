@@ -21,7 +21,6 @@ use tokio::sync::OnceCell;
 use super::{
     ContainerRecord, RouteStore, SessionRecord, Stamp, StoreError, StoreSnapshot, TableMap,
 };
-use crate::background::{Priority, PriorityRuntime, Yielder};
 use crate::config::DynamoDbSection;
 use decode::{DecodeError, Item};
 
@@ -35,28 +34,11 @@ pub use decode::{
 const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_ATTEMPTS: u32 = 3;
 
-/// Items per Scan page. The SDK decodes a page in one stretch that cannot pause, about 4 µs an
-/// item: a full 1 MB page (some 9,000 small items) held the core for 31–37 ms. At 250 items a
-/// stretch is about 1 ms, for 400 calls per 100k items instead of about 12.
-const SCAN_PAGE_ITEMS: i32 = 250;
-
 pub struct DynamoDbStore {
     settings: Arc<DynamoDbSection>,
     /// Built on first use, inside Pingora's runtime: loading the AWS config may start threads,
-    /// which must not happen before a daemonizing fork. Serves table misses and the full loads
-    /// that must not wait for idle CPU.
+    /// which must not happen before a daemonizing fork.
     client: OnceCell<Client>,
-    /// Full loads at [`Priority::Idle`] and [`Priority::Least`] run on threads of their own at
-    /// that priority, each with a client of its own, so that the parsing of every page happens
-    /// there and none of their connections is shared with the request path. `None` if the
-    /// thread could not start.
-    idle: OnceCell<Option<Loader>>,
-    least: OnceCell<Option<Loader>>,
-}
-
-struct Loader {
-    runtime: PriorityRuntime,
-    client: Client,
 }
 
 fn unavailable(e: impl std::error::Error) -> StoreError {
@@ -88,8 +70,6 @@ impl DynamoDbStore {
         DynamoDbStore {
             settings: Arc::new(settings),
             client: OnceCell::new(),
-            idle: OnceCell::new(),
-            least: OnceCell::new(),
         }
     }
 
@@ -97,53 +77,6 @@ impl DynamoDbStore {
         self.client
             .get_or_init(|| build_client(&self.settings))
             .await
-    }
-
-    /// The loader for `priority`, started on first use; `None` for [`Priority::Low`], which
-    /// runs where it is polled.
-    async fn loader(&self, priority: Priority) -> Option<&Loader> {
-        let (slot, name) = match priority {
-            Priority::Idle => (&self.idle, "dynamodb idle"),
-            Priority::Least => (&self.least, "dynamodb least"),
-            Priority::Low => return None,
-        };
-        slot.get_or_init(|| async {
-            let started = PriorityRuntime::start(name, priority).await;
-            let runtime = started
-                .inspect_err(|e| log::error!("could not start the {name} thread: {e}"))
-                .ok()?;
-            let settings = self.settings.clone();
-            let client = runtime
-                .run(async move { build_client(&settings).await })
-                .await?;
-            Some(Loader { runtime, client })
-        })
-        .await
-        .as_ref()
-    }
-
-    /// A full load at `priority`: on its loader's thread when there is one, else where the
-    /// caller is polled.
-    async fn full_load(&self, priority: Priority) -> Result<StoreSnapshot, StoreError> {
-        let loader = self.loader(priority).await;
-        let client = match loader {
-            Some(loader) => loader.client.clone(),
-            None => self.client().await.clone(),
-        };
-        let load = FullLoad {
-            client,
-            settings: self.settings.clone(),
-            priority,
-        }
-        .run();
-        match loader {
-            Some(loader) => loader
-                .runtime
-                .run(load)
-                .await
-                .ok_or_else(|| StoreError::Unavailable("the load thread failed".into()))?,
-            None => load.await,
-        }
     }
 
     async fn get(
@@ -166,14 +99,13 @@ impl DynamoDbStore {
     }
 }
 
-/// One full load of both tables, owning what it needs so it can run on another runtime.
-struct FullLoad {
-    client: Client,
-    settings: Arc<DynamoDbSection>,
-    priority: Priority,
+/// One full load of both tables.
+struct FullLoad<'a> {
+    client: &'a Client,
+    settings: &'a DynamoDbSection,
 }
 
-impl FullLoad {
+impl FullLoad<'_> {
     async fn run(self) -> Result<StoreSnapshot, StoreError> {
         let s = &self.settings;
         let session_key = s.session_key_attribute.as_str();
@@ -217,7 +149,6 @@ impl FullLoad {
                 .client
                 .scan()
                 .table_name(table)
-                .limit(SCAN_PAGE_ITEMS)
                 .segment(segment)
                 .total_segments(segments)
                 .projection_expression(&projection)
@@ -228,10 +159,8 @@ impl FullLoad {
             async move {
                 let mut records = Vec::new();
                 let mut skipped = 0;
-                let mut yielder = Yielder::at(self.priority);
                 while let Some(page) = pages.next().await {
                     for item in page.map_err(unavailable)?.items.unwrap_or_default() {
-                        yielder.pause();
                         match decode(&item) {
                             Ok(record) => records.push(record),
                             Err(e) => {
@@ -273,8 +202,12 @@ fn projection(attributes: &[&str]) -> (String, HashMap<String, String>) {
 
 #[async_trait]
 impl RouteStore for DynamoDbStore {
-    async fn load_all(&self, priority: Priority) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
-        Ok(Some(Arc::new(self.full_load(priority).await?)))
+    async fn load_all(&self) -> Result<Option<Arc<StoreSnapshot>>, StoreError> {
+        let load = FullLoad {
+            client: self.client().await,
+            settings: &self.settings,
+        };
+        Ok(Some(Arc::new(load.run().await?)))
     }
 
     async fn get_session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {

@@ -9,10 +9,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::reader;
-use crate::background::Yielder;
 use crate::store::{
     ContainerRecord, ContainerStatus, SessionAccess, SessionRecord, ShareLevel, StoreSnapshot,
-    TableSizes,
 };
 
 #[derive(Debug, Deserialize)]
@@ -48,15 +46,9 @@ pub(super) struct ContainerEntry<'a> {
 
 /// Parses a whole file. The event reader takes the files it fully understands; whatever it does
 /// not, valid or not, goes through serde, which also words every error.
-/// `expected` sizes the tables.
-pub(super) fn parse(
-    text: &str,
-    expected: TableSizes,
-    yielder: &mut Yielder,
-) -> Result<StoreSnapshot, String> {
-    match reader::read(text, expected, yielder) {
+pub(super) fn parse(text: &str) -> Result<StoreSnapshot, String> {
+    match reader::read(text) {
         Some(snapshot) => Ok(snapshot),
-        None if yielder.abandoned() => Err(super::ABANDONED.to_owned()),
         None => parse_any_shape(text),
     }
 }
@@ -83,13 +75,6 @@ pub(super) struct TableBuilder {
 }
 
 impl TableBuilder {
-    pub fn with_capacity(expected: TableSizes) -> Self {
-        TableBuilder {
-            snapshot: StoreSnapshot::with_capacity(expected),
-            clients: HashSet::new(),
-        }
-    }
-
     pub fn add_session(&mut self, key: &str, entry: SessionEntry<'_>) -> Result<(), String> {
         let client_id = entry.client_id.map(|c| self.client(&c));
         let level = match entry.access.as_deref() {
@@ -151,7 +136,7 @@ mod tests {
     use super::*;
 
     fn parse_text(text: &str) -> Result<StoreSnapshot, String> {
-        parse(text, TableSizes::default(), &mut Yielder::new())
+        parse(text)
     }
 
     #[test]

@@ -13,25 +13,18 @@ use toml_parser::parser::{parse_document, EventReceiver, ValidateWhitespace};
 use toml_parser::{ErrorSink, ParseError, Raw, Source, Span};
 
 use super::document::{ContainerEntry, SessionEntry, TableBuilder};
-use crate::background::Yielder;
-use crate::store::{StoreSnapshot, TableSizes};
+use crate::store::StoreSnapshot;
 
-/// Tokens parsed at a time: about 20 µs of work, so that the parse can pause between chunks as
-/// often as [`Yielder`] asks, and the token buffer stays small and warm in the cache. A chunk
+/// Tokens parsed at a time, so that the token buffer stays small and warm in the cache. A chunk
 /// ends before a `[` that starts a line: a table header, where the parser has no state to carry
 /// over. (Were it inside a multi-line array instead, the chunk would not parse, and the general
 /// parse would take the file.)
 const CHUNK_TOKENS: usize = 512;
 
-/// The table, or `None` when the text is not in the simple shape or not valid, or the read was
-/// abandoned. Offers the core back through `yielder` between chunks.
-pub(super) fn read(
-    text: &str,
-    expected: TableSizes,
-    yielder: &mut Yielder,
-) -> Option<StoreSnapshot> {
+/// The table, or `None` when the text is not in the simple shape or not valid.
+pub(super) fn read(text: &str) -> Option<StoreSnapshot> {
     let source = Source::new(text);
-    let mut reader = Reader::new(source, expected);
+    let mut reader = Reader::new(source);
     let mut chunk = Vec::with_capacity(CHUNK_TOKENS * 2);
     let mut line_start = true;
     for token in source.lex() {
@@ -41,10 +34,6 @@ pub(super) fn read(
                 return None;
             }
             chunk.clear();
-            yielder.pause();
-            if yielder.abandoned() {
-                return None;
-            }
         }
         line_start = kind == TokenKind::Newline;
         chunk.push(token);
@@ -100,10 +89,10 @@ struct Reader<'i> {
 }
 
 impl<'i> Reader<'i> {
-    fn new(source: Source<'i>, expected: TableSizes) -> Self {
+    fn new(source: Source<'i>) -> Self {
         Reader {
             source,
-            table: TableBuilder::with_capacity(expected),
+            table: TableBuilder::default(),
             header: None,
             entry: None,
             key: None,

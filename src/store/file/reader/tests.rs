@@ -110,7 +110,7 @@ proptest! {
     /// Whatever the reader accepts, the general parse accepts and reads the same.
     #[test]
     fn agrees_with_the_general_parse(text in document()) {
-        if let Some(fast) = read(&text, TableSizes::default(), &mut Yielder::new()) {
+        if let Some(fast) = read(&text) {
             let general = parse_any_shape(&text);
             prop_assert!(general.is_ok(), "{text}\nreader accepted, general: {general:?}");
             let general = general.unwrap();
@@ -125,7 +125,7 @@ fn reads_the_shape_the_platform_writes() {
     let text = "[sessions.\"acme-t1\"]\ncontainer_id = \"c1\"\nclient_id = \"acme\"\n\
                 expires_at = 1700000000 # seconds\n\n[containers.\"c1\"]\nip = \"10.0.0.5\"\n\
                 port = 4000\nstatus = \"running\"\n[containers.c2]\r\nstatus = \"starting\"\n";
-    let fast = read(text, TableSizes::default(), &mut Yielder::new()).expect("the simple shape");
+    let fast = read(text).expect("the simple shape");
     let general = parse_any_shape(text).unwrap();
     assert_eq!(fast.sessions, general.sessions);
     assert_eq!(fast.containers, general.containers);
@@ -149,7 +149,7 @@ fn reads_a_large_file_chunk_by_chunk() {
         Source::new(&text).lex().count() > CHUNK_TOKENS * 4,
         "several chunks"
     );
-    let fast = read(&text, TableSizes::default(), &mut Yielder::new()).expect("the simple shape");
+    let fast = read(&text).expect("the simple shape");
     let general = parse_any_shape(&text).unwrap();
     assert_eq!(fast.sessions.len(), 2000);
     assert_eq!(fast.sessions, general.sessions);
@@ -158,7 +158,7 @@ fn reads_a_large_file_chunk_by_chunk() {
     // A `[` that starts a line inside an array is not a header: the chunk before it does not
     // parse, and the general parse judges the file.
     let with_array = format!("{text}ports = [\n[1],\n]\n");
-    assert!(read(&with_array, TableSizes::default(), &mut Yielder::new()).is_none());
+    assert!(read(&with_array).is_none());
     assert!(parse_any_shape(&with_array).is_err());
 }
 
@@ -172,9 +172,6 @@ fn leaves_other_shapes_and_mistakes_to_the_general_parse() {
         "[containers.c1]\nstatus = \"zombie\"",
         "[sessions.a]\ncontainer_id = \"c1\"\ncontainer_id = \"c1\"",
     ] {
-        assert!(
-            read(text, TableSizes::default(), &mut Yielder::new()).is_none(),
-            "{text}"
-        );
+        assert!(read(text).is_none(), "{text}");
     }
 }

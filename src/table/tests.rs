@@ -1,0 +1,87 @@
+use super::*;
+use crate::store::{ContainerStatus, SessionAccess};
+
+fn session(container: &str) -> SessionRecord {
+    SessionRecord {
+        container_id: container.into(),
+        client_id: None,
+        expires_at: None,
+        access: SessionAccess::default(),
+    }
+}
+
+fn container(ip: &str) -> ContainerRecord {
+    ContainerRecord {
+        ip: Some(ip.parse().unwrap()),
+        port: None,
+        status: ContainerStatus::Running,
+    }
+}
+
+fn snapshot(sessions: &[(&str, &str)], containers: &[(&str, &str)]) -> StoreSnapshot {
+    let mut s = StoreSnapshot::default();
+    for (k, c) in sessions {
+        s.sessions.insert((*k).into(), session(c));
+    }
+    for (id, ip) in containers {
+        s.containers.insert((*id).into(), container(ip));
+    }
+    s
+}
+
+#[test]
+fn a_change_is_seen_by_new_readers_and_not_by_a_version_already_held() {
+    let mut table = RouteTable::from(&snapshot(&[("a-1", "c1")], &[("c1", "10.0.0.1")]));
+    let held = table.clone();
+    let moved = Change::Container {
+        id: "c1".into(),
+        record: Some(container("10.0.0.2")),
+    };
+    assert!(table.apply(&moved));
+    assert!(
+        !table.apply(&moved),
+        "the same change twice changes nothing"
+    );
+    assert_eq!(table.container("c1"), Some(&container("10.0.0.2")));
+    assert_eq!(held.container("c1"), Some(&container("10.0.0.1")));
+    let deleted = Change::Session {
+        key: "a-1".into(),
+        record: None,
+    };
+    assert!(table.apply(&deleted));
+    assert_eq!(table.session("a-1"), None);
+    assert_eq!(held.session("a-1"), Some(&session("c1")));
+    assert!(
+        !table.apply(&deleted),
+        "deleting what is gone changes nothing"
+    );
+}
+
+#[test]
+fn a_full_load_corrects_only_what_differs() {
+    let mut table = RouteTable::from(&snapshot(
+        &[("a-1", "c1"), ("a-2", "c2"), ("a-3", "c3")],
+        &[("c1", "10.0.0.1"), ("c2", "10.0.0.2")],
+    ));
+    let loaded = snapshot(
+        &[("a-1", "c1"), ("a-2", "c9"), ("a-4", "c1")],
+        &[("c1", "10.0.0.1"), ("c2", "10.0.0.2")],
+    );
+    let corrections = table.reconcile(&loaded);
+    assert_eq!(
+        corrections,
+        Corrections {
+            changed: 2,
+            removed: 1
+        }
+    );
+    assert_eq!(table.session("a-2"), Some(&session("c9")));
+    assert_eq!(table.session("a-3"), None);
+    assert_eq!(table.session("a-4"), Some(&session("c1")));
+    assert_eq!(
+        table.reconcile(&loaded).total(),
+        0,
+        "nothing left to correct"
+    );
+    assert_eq!((table.session_count(), table.container_count()), (3, 2));
+}
