@@ -153,6 +153,22 @@ impl Metrics {
         for r in ["sent", "deduplicated", "cooldown", "ignored", "failed"] {
             wake_requests.with_label_values(&[r]);
         }
+        let stream_records = IntCounterVec::new(
+            Opts::new(
+                "session_router_stream_records_total",
+                "Stream records read, by table (sessions, containers) and result (applied, \
+                 skipped: the item did not decode and is routed as deleted, ignored: not a \
+                 change of anything routed)",
+            ),
+            &["table", "result"],
+        )?;
+        // Every series from the start, so dashboards and alerts find them before a first record
+        // (and on a router without streams).
+        for table in ["sessions", "containers"] {
+            for r in ["applied", "skipped", "ignored"] {
+                stream_records.with_label_values(&[table, r]);
+            }
+        }
         let cold_starts = Histogram::with_opts(
             HistogramOpts::new(
                 "session_router_cold_start_seconds",
@@ -202,15 +218,7 @@ impl Metrics {
                 "session_router_route_table_skipped_items",
                 "Store items left out of the last full load because they did not decode",
             )?,
-            stream_records: IntCounterVec::new(
-                Opts::new(
-                    "session_router_stream_records_total",
-                    "Stream records read, by table (sessions, containers) and result (applied, \
-                     skipped: the item did not decode and is routed as deleted, ignored: not a \
-                     change of anything routed)",
-                ),
-                &["table", "result"],
-            )?,
+            stream_records,
             stream_lag: Gauge::new(
                 "session_router_stream_lag_seconds",
                 "Seconds since the route table last held every change the streams carried",

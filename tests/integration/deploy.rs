@@ -120,6 +120,8 @@ async fn dashboard_and_alerts_name_only_exported_metrics() {
         "session_router_request_duration_seconds_bucket",
         "session_router_route_table_last_refresh_timestamp_seconds",
         "session_router_websocket_connections",
+        "session_router_stream_records_total",
+        "session_router_stream_lag_seconds",
     ] {
         assert!(referenced.contains(core), "dashboard or alerts miss {core}");
     }
@@ -248,6 +250,16 @@ fn template_environment_is_a_valid_router_configuration() {
     ));
     assert!(has("SESSION_ROUTER__WAKE__KIND", "Value", None));
     assert!(has(
+        "SESSION_ROUTER__STORE__DYNAMODB__STREAMS",
+        "Value",
+        None
+    ));
+    assert!(has(
+        "SESSION_ROUTER__STORE__DYNAMODB__STREAM_POLL_INTERVAL",
+        "Value",
+        None
+    ));
+    assert!(has(
         "SESSION_ROUTER__WAKE__QUEUE_URL",
         "Value",
         Some("WakeViaSqs")
@@ -277,13 +289,19 @@ fn template_environment_is_a_valid_router_configuration() {
         Some("private")
     );
     assert_eq!(default("WakeKind").map(String::as_str), Some("none"));
+    assert_eq!(default("Streams").map(String::as_str), Some("true"));
 
     let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/session-wakes.fifo";
     let secret_arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:wake-AbCdEf";
     let jwks_arn = "arn:aws:ssm:us-east-1:123456789012:parameter/session-router/jwks";
     let certificate = "arn:aws:acm:us-east-1:123456789012:certificate/sample";
-    let scenarios: [&[(&str, &str)]; 4] = [
+    let scenarios: [&[(&str, &str)]; 5] = [
         &[("AccessJwks", &jwks)],
+        &[
+            ("AccessJwks", &jwks),
+            ("Streams", "false"),
+            ("StreamPollInterval", "500ms"),
+        ],
         &[("AccessJwksArn", jwks_arn), ("CertificateArn", certificate)],
         &[
             ("AccessJwks", &jwks),
@@ -376,5 +394,126 @@ fn template_environment_is_a_valid_router_configuration() {
                 "{stderr}"
             );
         }
+    }
+}
+
+/// The statements of the template's policy `name`: each one's actions and resources as written
+/// (`!Sub` kept, quotes removed).
+fn policy_statements(template: &str, name: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    let start = template
+        .find(&format!("PolicyName: {name}\n"))
+        .unwrap_or_else(|| panic!("no policy {name}"));
+    let body = &template[start + 1..];
+    let end = ["PolicyName: ", "- !Ref AWS::NoValue", "\n\n"]
+        .iter()
+        .filter_map(|stop| body.find(stop))
+        .min()
+        .unwrap_or(body.len());
+    let mut statements = Vec::new();
+    for statement in body[..end].split("- Effect: Allow").skip(1) {
+        // [actions, resources], and which of the two a `- item` line belongs to.
+        let mut lists: [Vec<String>; 2] = Default::default();
+        let mut current: Option<usize> = None;
+        for line in statement.lines().map(str::trim) {
+            if let Some(item) = line.strip_prefix("- ") {
+                if let Some(i) = current {
+                    lists[i].push(scalar(item));
+                }
+                continue;
+            }
+            let Some((key, value)) = line.split_once(':') else {
+                continue;
+            };
+            current = match key {
+                "Action" => Some(0),
+                "Resource" => Some(1),
+                _ => None,
+            };
+            if let (Some(i), false) = (current, value.trim().is_empty()) {
+                lists[i].push(scalar(value));
+            }
+        }
+        let [actions, resources] = lists;
+        statements.push((actions, resources));
+    }
+    statements
+}
+
+/// With `Streams` on, the task role may follow both tables' streams: DescribeTable (the latest
+/// stream's ARN) on the tables, DescribeStream, GetShardIterator and GetRecords on any stream of
+/// either table, and ListStreams, which takes no resource. The template names the tables rather
+/// than creating them, so deploy/README.md enables their NEW_AND_OLD_IMAGES streams.
+#[test]
+fn task_role_follows_both_tables_streams() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let template =
+        std::fs::read_to_string(root.join("deploy/cloudformation.yaml")).expect("template");
+    assert!(
+        template.contains("UseStreams: !Equals [!Ref Streams, \"true\"]"),
+        "the stream policy follows the Streams parameter"
+    );
+    assert!(template.contains("- UseStreams\n          - PolicyName: follow-route-streams\n"));
+    let statements = policy_statements(&template, "follow-route-streams");
+    let grants = |action: &str, resource: &str| {
+        statements.iter().any(|(actions, resources)| {
+            actions.iter().any(|a| a == action) && resources.iter().any(|r| r.ends_with(resource))
+        })
+    };
+    for table in ["${SessionsTableName}", "${ContainersTableName}"] {
+        assert!(
+            grants("dynamodb:DescribeTable", &format!(":table/{table}")),
+            "DescribeTable on {table}: {statements:?}"
+        );
+        for action in [
+            "dynamodb:DescribeStream",
+            "dynamodb:GetShardIterator",
+            "dynamodb:GetRecords",
+        ] {
+            assert!(
+                grants(action, &format!(":table/{table}/stream/*")),
+                "{action} on {table}'s streams: {statements:?}"
+            );
+        }
+    }
+    assert!(
+        statements.iter().any(|(actions, resources)| {
+            actions.iter().any(|a| a == "dynamodb:ListStreams")
+                && resources.len() == 1
+                && resources[0] == "*"
+        }),
+        "ListStreams on *: {statements:?}"
+    );
+    // Granted only what the router calls: no stream action on a table ARN, none elsewhere.
+    for (actions, resources) in &statements {
+        for action in actions {
+            assert!(action.starts_with("dynamodb:"), "{action}");
+        }
+        if actions.iter().any(|a| a == "dynamodb:GetRecords") {
+            assert!(resources.iter().all(|r| r.ends_with("/stream/*")));
+        }
+    }
+
+    // The tables' streams: one update-table command per table, NEW_AND_OLD_IMAGES.
+    let readme = std::fs::read_to_string(root.join("deploy/README.md")).expect("deploy README");
+    let commands: Vec<String> = readme
+        .replace("\\\n", " ")
+        .lines()
+        .filter(|l| l.trim_start().starts_with("aws dynamodb update-table "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let enable = "--stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES";
+    let defaults = parameter_defaults(&template);
+    for parameter in ["SessionsTableName", "ContainersTableName"] {
+        let table = &defaults
+            .iter()
+            .find(|(n, _)| n == parameter)
+            .unwrap_or_else(|| panic!("no default for {parameter}"))
+            .1;
+        assert!(
+            commands
+                .iter()
+                .any(|c| c.contains(&format!("--table-name {table} ")) && c.contains(enable)),
+            "deploy/README.md enables no NEW_AND_OLD_IMAGES stream on {table}: {commands:?}"
+        );
     }
 }
