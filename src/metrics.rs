@@ -212,7 +212,8 @@ impl Metrics {
             )?,
             last_refresh: Gauge::new(
                 "session_router_route_table_last_refresh_timestamp_seconds",
-                "Unix time of the last successful full refresh",
+                "Unix time up to which the route table held every change of the store: the start of \
+                 the last full load, or of the last stream poll that read every shard to its end",
             )?,
             table_skipped: IntGauge::new(
                 "session_router_route_table_skipped_items",

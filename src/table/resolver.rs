@@ -245,7 +245,8 @@ impl Resolver {
     /// Records that the table held every change the store made before `at`. Never moves back.
     pub fn mark_current(&self, at: Instant) {
         let at_ms = now_epoch_ms().saturating_sub(at.elapsed().as_millis() as u64);
-        self.current_at_ms.fetch_max(at_ms, Ordering::AcqRel);
+        let latest = self.current_at_ms.fetch_max(at_ms, Ordering::AcqRel).max(at_ms);
+        self.metrics.last_refresh.set(latest as f64 / 1000.0);
     }
 
     /// How far behind the store the table may be: time since it last held every change; `None`
