@@ -297,8 +297,8 @@ fn validate_store(s: &StoreSection) -> Result<(), ConfigError> {
         ),
         (
             "store.reconcile_interval",
-            s.reconcile_interval >= s.refresh_interval,
-            "must be at least store.refresh_interval",
+            !s.reconcile_interval.is_zero(),
+            "must be above zero",
         ),
         (
             "store.dynamodb.stream_poll_interval",

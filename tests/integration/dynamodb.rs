@@ -58,23 +58,7 @@ async fn seeded(upstream: &Upstream) -> Moto {
     moto
 }
 
-/// The scheduling policy of each of a process's threads with this name.
-fn thread_policies(pid: u32, name: &str) -> Vec<i32> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the router's threads");
-    tasks
-        .filter_map(|task| {
-            let dir = task.ok()?.path();
-            let comm = std::fs::read_to_string(dir.join("comm")).ok()?;
-            (comm.trim_end() == name).then_some(())?;
-            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-            // Field 41 is the policy; fields are counted from 3 after the parenthesised name.
-            let after_name = &stat[stat.rfind(')')? + 1..];
-            after_name.split_whitespace().nth(41 - 3)?.parse().ok()
-        })
-        .collect()
-}
-
-/// Refreshes of a fresh table run on a load thread in the idle class, and still follow changes.
+/// Tables without streams are loaded in full every refresh interval, which follows changes.
 #[tokio::test]
 async fn tables_are_routed_and_changes_follow_refreshes() {
     let a = Upstream::start("a").await;
@@ -92,11 +76,6 @@ async fn tables_are_routed_and_changes_follow_refreshes() {
     moto.put_container("c1", b.addr).await;
     eventually(&router, "/session/t1/", (200, "b")).await;
     assert!(router.metric(loads).await > first, "a refresh loaded it");
-    assert_eq!(
-        thread_policies(router.pid(), "dynamodb idle"),
-        [libc::SCHED_IDLE],
-        "one load thread, in the idle class"
-    );
 
     // The session was deleted.
     moto.delete_session("acme-t1").await;
@@ -341,11 +320,10 @@ async fn twenty_thousand_sessions_load_with_parallel_scan() {
         "20k sessions: full load took {took} ms (router start to ready {:?})",
         started.elapsed()
     );
-    // Pages of at most 250 items, so that decoding one never holds a core for long; moto, like
-    // DynamoDB, would otherwise fill pages up to 1 MB, a few pages for all 20k.
+    // Full pages (up to 1 MB): a few calls per segment, not one per few hundred items.
     let pages = wire.count("Scan");
     assert!(
-        pages >= COUNT / 250,
-        "{pages} Scan pages for {COUNT} sessions"
+        (8..=40).contains(&pages),
+        "{pages} Scan pages for {COUNT} sessions in 4 segments of two tables"
     );
 }
