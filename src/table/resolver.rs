@@ -245,7 +245,10 @@ impl Resolver {
     /// Records that the table held every change the store made before `at`. Never moves back.
     pub fn mark_current(&self, at: Instant) {
         let at_ms = now_epoch_ms().saturating_sub(at.elapsed().as_millis() as u64);
-        let latest = self.current_at_ms.fetch_max(at_ms, Ordering::AcqRel).max(at_ms);
+        let latest = self
+            .current_at_ms
+            .fetch_max(at_ms, Ordering::AcqRel)
+            .max(at_ms);
         self.metrics.last_refresh.set(latest as f64 / 1000.0);
     }
 
@@ -468,3 +471,6 @@ fn unanswered(e: &MissError) -> Resolution {
         MissError::Store(_) => Resolution::StoreUnavailable,
     }
 }
+
+#[cfg(test)]
+mod tests;
