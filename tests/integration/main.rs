@@ -19,6 +19,7 @@ mod limits;
 mod logs_and_probe;
 mod miss_rate;
 mod outcomes;
+mod propagation;
 mod routing;
 mod session_keys;
 mod shutdown;
