@@ -22,6 +22,7 @@ mod outcomes;
 mod routing;
 mod session_keys;
 mod shutdown;
+mod streams;
 mod table;
 mod wake;
 mod websocket;
