@@ -23,6 +23,7 @@ mod propagation;
 mod routing;
 mod session_keys;
 mod shutdown;
+mod streams;
 mod table;
 mod wake;
 mod websocket;

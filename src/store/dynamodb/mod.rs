@@ -2,6 +2,7 @@
 //! parallel, projected Scan and read item by item with consistent GetItem on a table miss.
 
 mod decode;
+mod streams;
 mod writes;
 
 use std::collections::HashMap;
@@ -19,9 +20,11 @@ use futures_util::future::try_join_all;
 use tokio::sync::OnceCell;
 
 use super::{
-    ContainerRecord, RouteStore, SessionRecord, Stamp, StoreError, StoreSnapshot, TableMap,
+    ChangeFeed, ContainerRecord, RouteStore, SessionRecord, Stamp, StoreError, StoreSnapshot,
+    TableMap,
 };
 use crate::config::DynamoDbSection;
+use crate::metrics::Metrics;
 use decode::{DecodeError, Item};
 
 pub use decode::{
@@ -45,7 +48,12 @@ fn unavailable(e: impl std::error::Error) -> StoreError {
     StoreError::Unavailable(DisplayErrorContext(e).to_string())
 }
 
-async fn build_client(settings: &DynamoDbSection) -> Client {
+/// The AWS settings every client of this store is built from: the DynamoDB one and the Streams
+/// one share region, endpoint, timeouts and retries. The config's `endpoint_url` applies to
+/// both; the SDK's per-service variables (`AWS_ENDPOINT_URL_DYNAMODB`,
+/// `AWS_ENDPOINT_URL_DYNAMODB_STREAMS`) still choose a service's endpoint, and do so alone when
+/// it is unset, which is how one local server serves both.
+async fn sdk_config(settings: &DynamoDbSection) -> aws_config::SdkConfig {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(1))
         .operation_attempt_timeout(settings.request_timeout)
@@ -62,7 +70,11 @@ async fn build_client(settings: &DynamoDbSection) -> Client {
     if let Some(url) = &settings.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    Client::new(&loader.load().await)
+    loader.load().await
+}
+
+async fn build_client(settings: &DynamoDbSection) -> Client {
+    Client::new(&sdk_config(settings).await)
 }
 
 impl DynamoDbStore {
@@ -220,6 +232,14 @@ impl RouteStore for DynamoDbStore {
         let attr = &self.settings.container_key_attribute;
         let item = self.get(&self.settings.containers_table, attr, id).await?;
         decode_one(item, |i| decode::container(i, attr))
+    }
+
+    /// Follows both tables' streams when `streams` is on; the follower builds its own clients
+    /// inside the task, so nothing starts before the caller's runtime runs it.
+    async fn follow(&self, metrics: Arc<Metrics>) -> Option<ChangeFeed> {
+        self.settings
+            .streams
+            .then(|| streams::spawn(self.settings.clone(), metrics))
     }
 
     async fn stamp(
