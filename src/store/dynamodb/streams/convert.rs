@@ -78,7 +78,18 @@ pub(super) fn map(record: Record, kind: TableKind, key_attr: &str) -> Mapped {
     let key = data.keys.as_ref().and_then(|keys| key_of(keys, key_attr));
     match record.event_name {
         Some(OperationType::Insert | OperationType::Modify) => match data.new_image {
-            Some(image) => upsert(kind, key_attr, image, key),
+            Some(image) => {
+                let mapped = upsert(kind, key_attr, image, key);
+                let before = data
+                    .old_image
+                    .and_then(|old| image_change(kind, key_attr, old).ok());
+                match (&mapped, before) {
+                    // Only attributes the router does not route by changed (its own activity
+                    // and wake stamps, most often): nothing to apply or to forget.
+                    (Mapped::Applied(after), Some(before)) if *after == before => Mapped::Ignored,
+                    _ => mapped,
+                }
+            }
             None => Mapped::NoNewImage,
         },
         Some(OperationType::Remove) => {
@@ -102,10 +113,7 @@ fn upsert(
     image: HashMap<String, StreamValue>,
     key: Option<String>,
 ) -> Mapped {
-    let decoded = item(image)
-        .map_err(|e| e.to_string())
-        .and_then(|item| decoded(kind, &item, key_attr).map_err(|e| e.to_string()));
-    match (decoded, key) {
+    match (image_change(kind, key_attr, image), key) {
         (Ok(change), _) => Mapped::Applied(change),
         (Err(reason), Some(key)) => Mapped::Skipped {
             change: removal(kind, key),
@@ -113,6 +121,17 @@ fn upsert(
         },
         (Err(_), None) => Mapped::Ignored,
     }
+}
+
+/// The change an image stands for, or why it does not decode.
+fn image_change(
+    kind: TableKind,
+    key_attr: &str,
+    image: HashMap<String, StreamValue>,
+) -> Result<Change, String> {
+    item(image)
+        .map_err(|e| e.to_string())
+        .and_then(|item| decoded(kind, &item, key_attr).map_err(|e| e.to_string()))
 }
 
 fn decoded(kind: TableKind, item: &Item, key_attr: &str) -> Result<Change, decode::DecodeError> {

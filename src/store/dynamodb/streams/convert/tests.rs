@@ -181,3 +181,38 @@ fn an_upsert_without_its_new_image_says_so() {
     let r = record(OperationType::Modify, &[("sessionId", s("acme-t1"))], None);
     assert_eq!(map(r, TableKind::Sessions, "sessionId"), Mapped::NoNewImage);
 }
+
+#[test]
+fn a_modify_of_attributes_not_routed_by_is_ignored() {
+    let keys = [("sessionId", s("acme-t1"))];
+    let before = [("sessionId", s("acme-t1")), ("containerId", s("c1"))];
+    let stamped = [
+        ("sessionId", s("acme-t1")),
+        ("containerId", s("c1")),
+        ("lastActivityAt", StreamValue::N("1796147453".into())),
+    ];
+    let with_old = |new: &[(&str, StreamValue)]| {
+        let data = StreamRecord::builder()
+            .set_keys(Some(image(&keys)))
+            .set_old_image(Some(image(&before)))
+            .set_new_image(Some(image(new)))
+            .sequence_number("101")
+            .build();
+        Record::builder()
+            .event_name(OperationType::Modify)
+            .dynamodb(data)
+            .build()
+    };
+    assert_eq!(
+        map(with_old(&stamped), TableKind::Sessions, "sessionId"),
+        Mapped::Ignored
+    );
+    let repointed = [("sessionId", s("acme-t1")), ("containerId", s("c2"))];
+    assert_eq!(
+        map(with_old(&repointed), TableKind::Sessions, "sessionId"),
+        Mapped::Applied(Change::Session {
+            key: "acme-t1".into(),
+            record: Some(session("c2")),
+        })
+    );
+}
