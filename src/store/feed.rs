@@ -65,6 +65,6 @@ impl Drop for ChangeFeed {
     }
 }
 
-/// Events a feed may queue before it waits for the table to take them: about a second of a
-/// busy platform's changes, small enough that a stalled table holds little.
-pub const FEED_QUEUE: usize = 1024;
+/// Events a feed may queue before it waits for the table to take them. An event is one polling
+/// round's changes (up to 1,000 records a shard), so a stalled table holds few of them.
+pub const FEED_QUEUE: usize = 16;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::time::sleep_until;
+use tokio::time::{sleep_until, Instant as TokioInstant};
 
-use super::Resolver;
+use super::{Resolver, ResolverSettings};
 use crate::metrics::Metrics;
 use crate::store::{Change, ChangeFeed, FeedEvent, StoreError};
 
@@ -33,16 +33,45 @@ pub struct Refresher {
     metrics: Arc<Metrics>,
 }
 
+/// Full loads never start closer together than this, however many gaps come.
+const MIN_LOAD_SPACING: Duration = Duration::from_secs(1);
+
 /// What the refresh task knows of the feed between events.
 struct Following {
     /// A feed is attached and delivering changes.
     live: bool,
     /// Changes may have been missed since the last full load started: being read to the end of
-    /// every shard says nothing of the table until a full load has run.
+    /// every shard says nothing of the table until a full load started after the gap has ended.
     gap: bool,
+    /// Gaps seen so far, so that a load knows whether one came while it ran.
+    gaps: u64,
     /// When the next full load starts.
-    load_due: tokio::time::Instant,
+    load_due: TokioInstant,
+    last_load: Option<TokioInstant>,
     failures: u32,
+}
+
+/// The refresh task's state across loads and events.
+struct Run {
+    feed: Option<ChangeFeed>,
+    following: Following,
+    lag_tick: tokio::time::Interval,
+    shutdown: ShutdownWatch,
+    started: Instant,
+}
+
+impl Run {
+    fn new(feed: Option<ChangeFeed>, shutdown: ShutdownWatch) -> Self {
+        let mut lag_tick = tokio::time::interval(LAG_TICK);
+        lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Run {
+            feed,
+            following: Following::scanning(),
+            lag_tick,
+            shutdown,
+            started: Instant::now(),
+        }
+    }
 }
 
 impl Refresher {
@@ -52,20 +81,18 @@ impl Refresher {
 
     /// One full load applied to the table, for callers with no feed (tests and benches).
     pub async fn refresh_once(&self) -> Result<(), StoreError> {
-        self.load(&mut None, &mut Following::scanning()).await
+        let (_keep, shutdown) = tokio::sync::watch::channel(false);
+        self.load(&mut Run::new(None, shutdown)).await
     }
 
     /// One full load, applying the feed's events as they come meanwhile: the table keeps up
     /// with the streams during a long load, and the changes that arrive during it are applied
-    /// again over its result, which may have read those records before they changed.
-    async fn load(
-        &self,
-        feed: &mut Option<ChangeFeed>,
-        following: &mut Following,
-    ) -> Result<(), StoreError> {
+    /// again over its result, which may have read those records before they changed. Returns
+    /// early, with nothing applied, on shutdown.
+    async fn load(&self, run: &mut Run) -> Result<(), StoreError> {
         let started = Instant::now();
-        let gap_before = following.gap;
-        following.gap = false;
+        run.following.last_load = Some(TokioInstant::now());
+        let gaps_before = run.following.gaps;
         let mut replay = Replay::default();
         let store = self.resolver.store().clone();
         let load = store.load_all();
@@ -73,48 +100,47 @@ impl Refresher {
         let result = loop {
             tokio::select! {
                 result = &mut load => break result,
-                event = next_event(feed) => {
-                    if let Some(changes) = self.on_event(event, feed, following).await {
-                        replay.keep(changes, following);
+                event = next_event(&mut run.feed) => {
+                    if let Some(changes) = self.on_event(event, run).await {
+                        replay.keep(changes, &mut run.following);
                     }
                 }
+                _ = run.lag_tick.tick() => self.report_lag(run),
+                _ = run.shutdown.changed() => return Ok(()),
             }
         };
         let elapsed = started.elapsed();
         self.metrics
             .store_call("load_all", result.is_ok(), elapsed.as_secs_f64());
-        if result.is_err() {
-            following.gap |= gap_before;
+        let Some(snapshot) = result? else {
+            self.resolver.mark_refreshed();
+            return Ok(());
+        };
+        self.metrics.table_skipped.set(snapshot.skipped as i64);
+        if replay.overflowed {
+            log::warn!("too many changes during the table load to replay over it; loading again");
+            return Ok(());
         }
-        match result? {
-            Some(snapshot) => {
-                self.metrics.table_skipped.set(snapshot.skipped as i64);
-                let corrections = self.resolver.reconcile(&snapshot, started);
-                self.resolver.apply(&replay.changes).await;
-                log::info!(
-                    "route table loaded: sessions={} containers={} skipped={} corrected={} \
-                     replayed={} took_ms={}",
-                    snapshot.sessions.len(),
-                    snapshot.containers.len(),
-                    snapshot.skipped,
-                    corrections.total(),
-                    replay.changes.len(),
-                    elapsed.as_millis()
-                );
-            }
-            None => self.resolver.mark_refreshed(),
+        if run.following.gaps == gaps_before {
+            run.following.gap = false;
         }
+        let corrections = self.resolver.reconcile(&snapshot, started, &replay.changes);
+        log::info!(
+            "route table loaded: sessions={} containers={} skipped={} corrected={} replayed={} \
+             took_ms={}",
+            snapshot.sessions.len(),
+            snapshot.containers.len(),
+            snapshot.skipped,
+            corrections.total(),
+            replay.changes.len(),
+            elapsed.as_millis()
+        );
         Ok(())
     }
 
     /// Handles one feed event; returns the changes it applied, for a load in progress to replay.
-    async fn on_event(
-        &self,
-        event: Option<FeedEvent>,
-        feed: &mut Option<ChangeFeed>,
-        following: &mut Following,
-    ) -> Option<Vec<Change>> {
-        let now = tokio::time::Instant::now();
+    async fn on_event(&self, event: Option<FeedEvent>, run: &mut Run) -> Option<Vec<Change>> {
+        let following = &mut run.following;
         match event {
             Some(FeedEvent::Changes(changes)) => {
                 self.resolver.apply(&changes).await;
@@ -125,25 +151,29 @@ impl Refresher {
             Some(FeedEvent::Gap(reason)) => {
                 log::info!("route changes: {reason}; loading the table in full");
                 following.live = true;
-                following.gap = true;
-                following.load_due = now;
+                following.note_gap();
+                following.load_due = following.soonest_load();
             }
             Some(FeedEvent::Lost(reason)) => {
                 log::warn!("route changes not followed ({reason}); loading in full meanwhile");
-                following.lose(now, self.resolver.settings().refresh_interval);
+                following.lose(self.resolver.settings().refresh_interval);
             }
             None => {
                 log::error!("the route change feed ended; loading in full from now on");
-                *feed = None;
-                following.lose(now, self.resolver.settings().refresh_interval);
+                run.feed = None;
+                following.lose(self.resolver.settings().refresh_interval);
             }
         }
         None
     }
 
-    /// Brings the lag gauge up to date: the time since the table last held every change.
-    fn report_lag(&self) {
-        let lag = self.resolver.table_age().unwrap_or_default();
+    /// Brings the lag gauge up to date: the time since the table last held every change, or
+    /// since start while it never has.
+    fn report_lag(&self, run: &Run) {
+        let lag = self
+            .resolver
+            .table_age()
+            .unwrap_or_else(|| run.started.elapsed());
         self.metrics.stream_lag.set(lag.as_secs_f64());
     }
 }
@@ -153,30 +183,42 @@ impl Following {
         Following {
             live: false,
             gap: true,
-            load_due: tokio::time::Instant::now(),
+            gaps: 0,
+            load_due: TokioInstant::now(),
+            last_load: None,
             failures: 0,
         }
     }
 
-    fn lose(&mut self, now: tokio::time::Instant, refresh_interval: Duration) {
-        self.live = false;
+    fn note_gap(&mut self) {
         self.gap = true;
-        self.load_due = self.load_due.min(now + refresh_interval);
+        self.gaps += 1;
+    }
+
+    fn lose(&mut self, refresh_interval: Duration) {
+        self.live = false;
+        self.note_gap();
+        self.load_due = self.load_due.min(TokioInstant::now() + refresh_interval);
+    }
+
+    /// Now, or [`MIN_LOAD_SPACING`] after the last load started.
+    fn soonest_load(&self) -> TokioInstant {
+        let now = TokioInstant::now();
+        self.last_load
+            .map_or(now, |at| (at + MIN_LOAD_SPACING).max(now))
     }
 
     /// Schedules the next full load after one that ended with `ok`.
-    fn loaded(&mut self, ok: bool, resolver: &Resolver) {
-        let settings = resolver.settings();
+    fn loaded(&mut self, ok: bool, settings: &ResolverSettings) {
         self.failures = if ok { 0 } else { self.failures + 1 };
-        let wait = if !ok || !self.live {
-            next_wait(settings.refresh_interval, self.failures)
+        self.load_due = if !ok || !self.live {
+            TokioInstant::now() + next_wait(settings.refresh_interval, self.failures)
         } else if self.gap {
-            // A gap found during the load: the load may have missed its changes.
-            Duration::ZERO
+            // A gap came during the load: the load may have missed its changes.
+            self.soonest_load()
         } else {
-            settings.reconcile_interval
+            TokioInstant::now() + settings.reconcile_interval
         };
-        self.load_due = tokio::time::Instant::now() + wait;
     }
 }
 
@@ -184,14 +226,19 @@ impl Following {
 #[derive(Default)]
 struct Replay {
     changes: Vec<Change>,
+    /// More came than [`MAX_REPLAY`]: the load's result cannot be made current, and is dropped.
+    overflowed: bool,
 }
 
 impl Replay {
     fn keep(&mut self, changes: Vec<Change>, following: &mut Following) {
+        if self.overflowed {
+            return;
+        }
         if self.changes.len() + changes.len() > MAX_REPLAY {
-            // Too much changed during this load to replay: load again once it ends.
-            self.changes.clear();
-            following.gap = true;
+            self.overflowed = true;
+            self.changes = Vec::new();
+            following.note_gap();
             return;
         }
         self.changes.extend(changes);
@@ -222,30 +269,29 @@ fn next_wait(interval: Duration, failures: u32) -> Duration {
 
 #[async_trait]
 impl BackgroundService for Refresher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    async fn start(&self, shutdown: ShutdownWatch) {
         let store = self.resolver.store().clone();
-        let mut feed = store.follow(self.metrics.clone()).await;
+        let feed = store.follow(self.metrics.clone()).await;
         let changed = store.changes();
-        let mut following = Following::scanning();
-        if feed.is_some() {
-            following.load_due += FIRST_POSITIONING;
+        let mut run = Run::new(feed, shutdown);
+        if run.feed.is_some() {
+            run.following.load_due += FIRST_POSITIONING;
         }
-        let mut lag_tick = tokio::time::interval(LAG_TICK);
         loop {
             tokio::select! {
-                _ = sleep_until(following.load_due) => {
-                    let result = self.load(&mut feed, &mut following).await;
+                _ = sleep_until(run.following.load_due) => {
+                    let result = self.load(&mut run).await;
                     if let Err(e) = &result {
                         log::error!("route table load failed, keeping the last good table: {e}");
                     }
-                    following.loaded(result.is_ok(), &self.resolver);
+                    run.following.loaded(result.is_ok(), self.resolver.settings());
                 }
-                event = next_event(&mut feed) => {
-                    self.on_event(event, &mut feed, &mut following).await;
+                event = next_event(&mut run.feed) => {
+                    self.on_event(event, &mut run).await;
                 }
-                _ = notified(&changed) => following.load_due = tokio::time::Instant::now(),
-                _ = lag_tick.tick() => self.report_lag(),
-                _ = shutdown.changed() => return,
+                _ = notified(&changed) => run.following.load_due = TokioInstant::now(),
+                _ = run.lag_tick.tick() => self.report_lag(&run),
+                _ = run.shutdown.changed() => return,
             }
         }
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 
+mod changes;
 mod views;
 
 pub use views::{Current, Inspection};
@@ -17,12 +18,11 @@ pub use views::{Current, Inspection};
 use super::miss_limit::{MissLimiter, MissLimits, MissScope};
 use super::ownership::{self, RefusalLog};
 use super::read_through::{Asker, MissError, ReadThrough};
-use super::{Corrections, RouteTable};
+use super::RouteTable;
 use crate::config::SessionKeyTemplate;
 use crate::metrics::{LookupResult, Metrics};
 use crate::store::{
-    Change, ContainerRecord, ContainerStatus, RouteStore, SessionAccess, SessionRecord, StoreError,
-    StoreSnapshot,
+    ContainerRecord, ContainerStatus, RouteStore, SessionAccess, SessionRecord, StoreError,
 };
 use crate::upstream::{AddressPolicy, UpstreamTarget};
 
@@ -140,93 +140,6 @@ impl Resolver {
     /// The store key of a session, as the store spells it.
     pub fn session_key(&self, client: &str, thread: &str) -> String {
         self.settings.session_key.render(client, thread)
-    }
-
-    /// Makes the table say what a full load that started at `load_started` found, changing only
-    /// what differs. Read-through entries are dropped: the table is at least as fresh as they
-    /// are, and a deleted session must not survive in them. Heals newer than the load stay.
-    pub fn reconcile(&self, loaded: &StoreSnapshot, load_started: Instant) -> Corrections {
-        let mut table = RouteTable::clone(&self.table.load());
-        let corrections = table.reconcile(loaded);
-        if corrections.total() > 0 {
-            self.publish(table);
-        }
-        self.sessions.invalidate_all();
-        self.containers.invalidate_all();
-        self.healed.rcu(|healed| {
-            healed
-                .iter()
-                .filter(|(_, h)| h.at > load_started)
-                .map(|(k, h)| (k.clone(), h.clone()))
-                .collect::<HashMap<_, _>>()
-        });
-        self.mark_current(load_started);
-        self.metrics
-            .last_refresh
-            .set(now_epoch_ms() as f64 / 1000.0);
-        corrections
-    }
-
-    /// Applies changes the store pushed, all in one new version of the table, and makes sure no
-    /// cache or heal holds an older word on any of their records. Returns how many changed the
-    /// table.
-    pub async fn apply(&self, changes: &[Change]) -> usize {
-        let mut table = RouteTable::clone(&self.table.load());
-        let applied = changes.iter().filter(|c| table.apply(c)).count();
-        if applied > 0 {
-            self.publish(table);
-        }
-        for change in changes {
-            self.forget_older(change).await;
-        }
-        applied
-    }
-
-    async fn forget_older(&self, change: &Change) {
-        match change {
-            Change::Session { key, record } => {
-                match record {
-                    Some(_) => self.sessions.forget(key).await,
-                    None => self.sessions.remember_absent(key).await,
-                }
-                self.drop_heals(|k, _| k == &**key);
-            }
-            Change::Container { id, record } => {
-                match record {
-                    Some(_) => self.containers.forget(id).await,
-                    None => self.containers.remember_absent(id).await,
-                }
-                self.drop_heals(|_, h| *h.session.container_id == **id);
-            }
-        }
-    }
-
-    /// Drops the heals `stale` picks: a change pushed after a heal is newer than it.
-    fn drop_heals(&self, stale: impl Fn(&str, &Healed) -> bool) {
-        if !self.healed.load().iter().any(|(k, h)| stale(k, h)) {
-            return;
-        }
-        self.healed.rcu(|healed| {
-            healed
-                .iter()
-                .filter(|(k, h)| !stale(k, h))
-                .map(|(k, h)| (k.clone(), h.clone()))
-                .collect::<HashMap<_, _>>()
-        });
-        self.version.fetch_add(1, Ordering::Release);
-    }
-
-    /// Swaps in a new version of the table. Only the refresh task writes the table, so no
-    /// change can be lost between its load and its store.
-    fn publish(&self, table: RouteTable) {
-        self.metrics
-            .table_sessions
-            .set(table.session_count() as i64);
-        self.metrics
-            .table_containers
-            .set(table.container_count() as i64);
-        self.table.store(Arc::new(table));
-        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// Changes whenever routes may have changed.

@@ -1,5 +1,6 @@
 //! The DynamoDB backend: the platform's sessions and containers tables, loaded whole by a
-//! parallel, projected Scan and read item by item with consistent GetItem on a table miss.
+//! parallel, projected, consistent Scan and read item by item with consistent GetItem on a table
+//! miss.
 
 mod decode;
 mod streams;
@@ -161,6 +162,9 @@ impl FullLoad<'_> {
                 .client
                 .scan()
                 .table_name(table)
+                // Strongly consistent: the load must see every change made before it started,
+                // since the streams were positioned after some of those changes' records.
+                .consistent_read(true)
                 .segment(segment)
                 .total_segments(segments)
                 .projection_expression(&projection)

@@ -14,7 +14,7 @@ use super::table::{TableFollower, Timing, Unusable, MAX_FAILURES};
 use crate::metrics::Metrics;
 use crate::store::Change;
 
-/// Earliest next poll of a shard that just returned records: at once, within the five reads a
+/// Next poll of a shard whose answer was cut at a page limit: soon, yet within the five reads a
 /// second AWS allows a shard.
 const AGAIN_AFTER_RECORDS: Duration = Duration::from_millis(200);
 
@@ -168,17 +168,33 @@ fn settle(
     if let Some(sequence) = last {
         shard.resume = Start::After(sequence);
     }
-    shard.caught_up = (records.len() < RECORDS_LIMIT).then_some(started);
+    let full = is_full_page(&records);
+    shard.caught_up = (!full).then_some(started);
     shard.failures = 0;
     shard.backoff = None;
-    let wait = match records.is_empty() {
-        true => timing.poll,
-        false => AGAIN_AFTER_RECORDS,
+    let wait = if full {
+        AGAIN_AFTER_RECORDS
+    } else {
+        timing.poll
     };
     shard.due = Instant::now() + wait;
     let ended = next.is_none();
     shard.position = next.map_or(Position::Ended, Position::Reading);
     Read::Records { records, ended }
+}
+
+/// Bytes of records past which an answer is taken as cut at GetRecords' 1 MB limit.
+const FULL_PAGE_BYTES: i64 = 900_000;
+
+/// Whether an answer stopped at one of GetRecords' limits, so more records are waiting: only
+/// then is the shard read again soon. Any other answer waits the poll interval, so that a shard
+/// with steady small writes (activity stamps) costs a router no more calls than an idle one.
+fn is_full_page(records: &[Record]) -> bool {
+    let bytes: i64 = records
+        .iter()
+        .filter_map(|r| r.dynamodb.as_ref()?.size_bytes)
+        .sum();
+    records.len() >= RECORDS_LIMIT || bytes >= FULL_PAGE_BYTES
 }
 
 fn failed(shard: &mut Shard, e: CallError, timing: Timing) -> Read {

@@ -91,9 +91,13 @@ impl ShardSet {
     pub fn positioned(listed: Vec<Listed>, now: Instant) -> ShardSet {
         let shards = listed
             .into_iter()
-            .map(|l| match l.closed {
-                true => Shard::new(l, Position::Skipped, Start::Latest, now),
-                false => Shard::new(l, Position::Pending, Start::Latest, now),
+            .map(|l| {
+                let position = if l.closed {
+                    Position::Skipped
+                } else {
+                    Position::Pending
+                };
+                Shard::new(l, position, Start::Latest, now)
             })
             .collect();
         ShardSet { shards }

@@ -53,6 +53,9 @@ enum Problem {
     /// A call failed; [`MAX_FAILURES`] in a row make the table lost.
     #[error("{0}")]
     Failed(String),
+    /// The account's lookups are over their limit: look again later.
+    #[error("{0}")]
+    Throttled(String),
 }
 
 /// The stream being followed and how far each of its shards is read.
@@ -139,22 +142,34 @@ impl TableFollower {
                     .stream
                     .as_ref()
                     .is_some_and(|f| f.shards.awaiting_children());
-                let wait = match awaiting {
-                    true => CHILD_WAIT,
-                    false => jitter(self.timing.discover),
+                // Spread over the fleet: every router sees the shard end at about the same time,
+                // and DescribeStream has one small limit per account.
+                let wait = if awaiting {
+                    CHILD_WAIT.mul_f64(0.5 + fastrand::f64())
+                } else {
+                    jitter(self.timing.discover)
                 };
                 self.next_discover = now + wait;
             }
             Err(Problem::Unusable(why)) => self.lose(why),
-            Err(Problem::Failed(detail)) => {
-                self.failures += 1;
+            Err(Problem::Throttled(detail)) => {
                 log::info!("stream of table {}: {detail}", self.name);
-                match self.failures >= MAX_FAILURES {
-                    true => self.lose(Unusable::Failing {
+                self.schedule_retry();
+            }
+            Err(Problem::Failed(detail)) => {
+                log::info!("stream of table {}: {detail}", self.name);
+                // A failed look while the shards are still being read costs nothing but a later
+                // look: only a stream that cannot be found at all is lost.
+                if self.stream.is_none() {
+                    self.failures += 1;
+                }
+                if self.failures >= MAX_FAILURES {
+                    self.lose(Unusable::Failing {
                         table: self.name.clone(),
                         detail,
-                    }),
-                    false => self.schedule_retry(),
+                    });
+                } else {
+                    self.schedule_retry();
                 }
             }
         }
@@ -222,6 +237,7 @@ impl TableFollower {
 
     fn problem(&self, e: CallError) -> Problem {
         match e {
+            CallError::Throttled(_) => Problem::Throttled(e.to_string()),
             CallError::Denied(detail) => Unusable::Denied {
                 table: self.name.clone(),
                 detail,
