@@ -505,7 +505,9 @@ def pingora_yaml(tmp, name, extra):
 class Spec:
     """`kind[@name][,key=value...]`: keys `bin=PATH`, `yaml.KEY=VALUE` (Pingora YAML), `env.KEY=VALUE`;
     for the router also `sessions=N` (that many more sessions in its table), `swap=SECONDS`
-    (the table file rewritten that often while measuring, so the router reloads and swaps it) and
+    (the table file rewritten that often while measuring, every container moved each time, so the
+    router reloads and corrects every record), `same=1` with `swap` (the file rewritten unchanged:
+    a reconcile that finds the table current, as one after the streams kept it so) and
     `access=private` (the session under load is private: the router gets a JWKS and a grant
     secret, a preview link is exchanged once per start, and wrk sends the grant cookie);
     `cpus=LIST` pins this proxy to those cores instead of the proxy core."""
@@ -521,6 +523,7 @@ class Spec:
         self.env = {}
         self.sessions = 0
         self.swap = None
+        self.same = False
         self.table_versions = None
         self.cpus = None
         self.access = None
@@ -538,6 +541,8 @@ class Spec:
                 self.sessions = int(value)
             elif key == "swap":
                 self.swap = float(value)
+            elif key == "same":
+                self.same = value == "1"
             elif key == "cpus":
                 self.cpus = value
             elif key == "access" and self.kind == "router" and value in ("private", "public"):
@@ -579,7 +584,9 @@ def start_proxy(spec, args, procs, tmp, upstream_port, wrap=(), ready_s=20.0):
             demo = demo_session(upstream_port, spec.access)
             sessions = demo + more_sessions(spec.sessions)
             (tmp / "sessions.toml").write_text(sessions)
-            if spec.swap:
+            if spec.swap and spec.same:
+                spec.table_versions = [sessions]
+            elif spec.swap:
                 # Every other container's address changes on each swap; the demo session stays.
                 spec.table_versions = [demo + more_sessions(spec.sessions, net=11), sessions]
             toml = tmp / f"{spec.name}.toml"
