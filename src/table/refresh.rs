@@ -270,9 +270,6 @@ fn next_wait(interval: Duration, failures: u32) -> Duration {
 #[async_trait]
 impl BackgroundService for Refresher {
     async fn start(&self, shutdown: ShutdownWatch) {
-        // This service has a runtime thread of its own; the blocking threads where the file
-        // store parses are started from it and inherit its priority.
-        crate::background::yield_to_requests();
         let store = self.resolver.store().clone();
         let feed = store.follow(self.metrics.clone()).await;
         let changed = store.changes();
