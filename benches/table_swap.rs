@@ -82,7 +82,7 @@ fn main() {
                     break;
                 }
                 let next = common::table(sessions, generation);
-                resolver.reconcile(&next, Instant::now(), &[]);
+                resolver.reconcile(Arc::new(next), Instant::now(), &[]);
                 swaps.fetch_add(1, Ordering::Relaxed);
                 std::thread::sleep(every);
             }

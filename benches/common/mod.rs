@@ -69,7 +69,7 @@ pub fn resolver(config: &Config, table: StoreSnapshot) -> Resolver {
     };
     let store = Arc::new(FileStore::new(PathBuf::from("/nonexistent")));
     let resolver = Resolver::new(store, Arc::new(Metrics::new().expect("metrics")), settings);
-    resolver.reconcile(&table, Instant::now(), &[]);
+    resolver.reconcile(Arc::new(table), Instant::now(), &[]);
     resolver
 }
 

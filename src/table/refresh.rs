@@ -124,7 +124,9 @@ impl Refresher {
         if run.following.gaps == gaps_before {
             run.following.gap = false;
         }
-        let corrections = self.resolver.reconcile(&snapshot, started, &replay.changes);
+        let corrections = self
+            .resolver
+            .reconcile(snapshot.clone(), started, &replay.changes);
         log::info!(
             "route table loaded: sessions={} containers={} skipped={} corrected={} replayed={} \
              took_ms={}",
@@ -170,6 +172,7 @@ impl Refresher {
     /// Brings the lag gauge up to date: the time since the table last held every change, or
     /// since start while it never has.
     fn report_lag(&self, run: &Run) {
+        self.resolver.free_retired();
         let lag = self
             .resolver
             .table_age()

@@ -96,6 +96,8 @@ pub struct Resolver {
     /// connections know when to look again.
     version: AtomicU64,
     refusals: RefusalLog,
+    /// Replaced versions of the table some request still held, freed by the table's writer.
+    retired: std::sync::Mutex<Vec<Arc<RouteTable>>>,
 }
 
 fn read_through<V: Clone + Send + Sync + 'static>(s: &ResolverSettings) -> ReadThrough<V> {
@@ -126,6 +128,7 @@ impl Resolver {
             current_at_ms: AtomicU64::new(0),
             version: AtomicU64::new(0),
             refusals: RefusalLog::default(),
+            retired: std::sync::Mutex::new(Vec::new()),
         }
     }
 

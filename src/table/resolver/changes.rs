@@ -19,16 +19,14 @@ impl Resolver {
     /// load stay.
     pub fn reconcile(
         &self,
-        loaded: &StoreSnapshot,
+        loaded: Arc<StoreSnapshot>,
         load_started: Instant,
         replay: &[Change],
     ) -> Corrections {
         let mut table = RouteTable::clone(&self.table.load());
         let corrections = table.reconcile(loaded);
-        let replayed = replay.iter().filter(|c| table.apply(c)).count();
-        if corrections.total() + replayed > 0 {
-            self.publish(table);
-        }
+        table.apply_all(replay);
+        self.publish(table);
         self.sessions.invalidate_all();
         self.containers.invalidate_all();
         self.healed.rcu(|healed| {
@@ -47,7 +45,7 @@ impl Resolver {
     /// table.
     pub async fn apply(&self, changes: &[Change]) -> usize {
         let mut table = RouteTable::clone(&self.table.load());
-        let applied = changes.iter().filter(|c| table.apply(c)).count();
+        let applied = table.apply_all(changes);
         if applied > 0 {
             self.publish(table);
         }
@@ -100,7 +98,26 @@ impl Resolver {
         self.metrics
             .table_containers
             .set(table.container_count() as i64);
-        self.table.store(Arc::new(table));
+        let replaced = self.table.swap(Arc::new(table));
         self.version.fetch_add(1, Ordering::Release);
+        self.retire(replaced);
+    }
+
+    /// Keeps a replaced version until no request holds it, then frees it here: a version may be
+    /// the last holder of a whole loaded table, and freeing 100,000 records takes milliseconds
+    /// that a request letting go of it last would add to its own latency. Requests hold a
+    /// version for one lookup, so few are ever kept.
+    fn retire(&self, replaced: Arc<RouteTable>) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.push(replaced);
+            retired.retain(|version| Arc::strong_count(version) > 1);
+        }
+    }
+
+    /// Frees the replaced versions no request holds any more.
+    pub fn free_retired(&self) {
+        if let Ok(mut retired) = self.retired.lock() {
+            retired.retain(|version| Arc::strong_count(version) > 1);
+        }
     }
 }

@@ -76,7 +76,7 @@ async fn address(resolver: &Resolver) -> Option<IpAddr> {
 async fn a_pushed_session_is_found_though_its_absence_was_remembered() {
     let store = Arc::new(Counted::default());
     let resolver = resolver(store.clone());
-    resolver.reconcile(&StoreSnapshot::default(), Instant::now(), &[]);
+    resolver.reconcile(Arc::default(), Instant::now(), &[]);
     assert_eq!(address(&resolver).await, None);
     assert_eq!(store.reads.load(Ordering::Relaxed), 1, "absence read once");
 
@@ -105,7 +105,7 @@ async fn a_pushed_deletion_beats_the_read_through_cache_and_needs_no_read() {
         .unwrap()
         .insert("a-t1".into(), session("c1"));
     let resolver = resolver(store.clone());
-    resolver.reconcile(&StoreSnapshot::default(), Instant::now(), &[]);
+    resolver.reconcile(Arc::default(), Instant::now(), &[]);
     assert!(address(&resolver).await.is_some(), "read through");
     let reads = store.reads.load(Ordering::Relaxed);
 
@@ -131,7 +131,7 @@ async fn a_pushed_change_replaces_a_heal_of_the_same_session() {
         .unwrap()
         .insert("a-t1".into(), session("c1"));
     let resolver = resolver(store.clone());
-    resolver.reconcile(&StoreSnapshot::default(), Instant::now(), &[]);
+    resolver.reconcile(Arc::default(), Instant::now(), &[]);
     resolver.reresolve("a", "t1").await;
     assert_eq!(address(&resolver).await, Some("10.0.0.9".parse().unwrap()));
 
