@@ -237,6 +237,9 @@ allowed_cidrs = {cidrs}
         router.wait_for("/healthz", 200);
         if opts.wait_ready {
             router.wait_for("/readyz", 200);
+            // The proxy listener is bound by a service of its own, which may come up after the
+            // admin listener and the first table.
+            router.wait_for_proxy();
         }
         // Pingora keeps retrying a busy port while the admin listener answers: say so here
         // rather than let the test talk to whatever holds the port.
@@ -246,6 +249,19 @@ allowed_cidrs = {cidrs}
             router.log()
         );
         router
+    }
+
+    /// Waits until the proxy listener accepts connections, for at most 10 s.
+    pub fn wait_for_proxy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect_timeout(&self.proxy, Duration::from_millis(200)).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the proxy listener never accepted; log:\n{}", self.log());
     }
 
     /// Polls an admin path until it answers `status`, for at most 10 s.
