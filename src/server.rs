@@ -215,7 +215,31 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(flusher);
     server.add_service(activity_writer);
     server.add_service(watch_poller);
+    log::info!(
+        "listening: previews on http://{}, admin on http://{} (/metrics, /healthz, /readyz); \
+         store: {}",
+        config.listen.proxy,
+        config.listen.admin,
+        describe_store(&config)
+    );
     Ok(server)
+}
+
+/// The store as the start-up log names it: where the routes come from.
+fn describe_store(config: &Config) -> String {
+    let store = &config.store;
+    match store.kind {
+        StoreKind::File => format!("file {}", store.file.path.display()),
+        StoreKind::Dynamodb => {
+            let d = &store.dynamodb;
+            let streams = if d.streams { "on" } else { "off" };
+            let endpoint = d.endpoint_url.as_deref().unwrap_or("AWS");
+            format!(
+                "dynamodb tables {} and {} at {endpoint}, streams {streams}",
+                d.sessions_table, d.containers_table
+            )
+        }
+    }
 }
 
 /// The proxy listener: every connection's heads read under the downstream limits, then the
