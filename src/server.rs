@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -121,7 +121,7 @@ fn build_store(config: &Config) -> Result<Arc<dyn RouteStore>, StartError> {
 /// Builds the server with every service added, ready for `run_forever`.
 pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server, StartError> {
     // The YAML named by -c is already loaded into `server_conf`.
-    let mut opt = cli.server;
+    let mut opt = Opt::from(cli.server);
     opt.conf = None;
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
