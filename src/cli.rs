@@ -29,12 +29,49 @@ pub struct Cli {
     #[arg(long, value_name = "URL")]
     pub probe: Option<String>,
 
-    /// Pingora's flags: -c PATH (server YAML), -d, -u, -t.
     #[command(flatten)]
-    pub server: Opt,
+    pub server: ServerFlags,
 
     #[command(subcommand)]
     pub command: Option<Command>,
+}
+
+/// Pingora's standard flags, described for this program (Pingora's own help texts describe the
+/// library, not the router).
+#[derive(Debug, clap::Args)]
+pub struct ServerFlags {
+    /// Take over the listening sockets of a running router (zero-downtime upgrade): start this
+    /// process with -u, then send SIGQUIT to the old one within 5 s.
+    #[arg(short, long)]
+    pub upgrade: bool,
+
+    /// Run in the background (fork and detach); the pid goes to pingora.yaml's pid_file.
+    #[arg(short, long)]
+    pub daemon: bool,
+
+    /// Check the settings (router TOML and server YAML) and exit: 0 when the router would start.
+    #[arg(short, long)]
+    pub test: bool,
+
+    /// Server settings (Pingora YAML: threads, pid_file, upgrade_sock, grace periods).
+    #[arg(short, long, value_name = "PATH")]
+    pub conf: Option<String>,
+
+    /// Accepted and ignored, as `cargo test` may pass it.
+    #[arg(long, hide = true)]
+    pub nocapture: bool,
+}
+
+impl From<ServerFlags> for Opt {
+    fn from(flags: ServerFlags) -> Self {
+        Opt {
+            upgrade: flags.upgrade,
+            daemon: flags.daemon,
+            nocapture: flags.nocapture,
+            test: flags.test,
+            conf: flags.conf,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -121,7 +121,7 @@ fn build_store(config: &Config) -> Result<Arc<dyn RouteStore>, StartError> {
 /// Builds the server with every service added, ready for `run_forever`.
 pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server, StartError> {
     // The YAML named by -c is already loaded into `server_conf`.
-    let mut opt = cli.server;
+    let mut opt = Opt::from(cli.server);
     opt.conf = None;
     let mut server = Server::new_with_opt_and_conf(opt, server_conf);
     server.bootstrap();
@@ -215,7 +215,31 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(flusher);
     server.add_service(activity_writer);
     server.add_service(watch_poller);
+    log::info!(
+        "listening: previews on http://{}, admin on http://{} (/metrics, /healthz, /readyz); \
+         store: {}",
+        config.listen.proxy,
+        config.listen.admin,
+        describe_store(&config)
+    );
     Ok(server)
+}
+
+/// The store as the start-up log names it: where the routes come from.
+fn describe_store(config: &Config) -> String {
+    let store = &config.store;
+    match store.kind {
+        StoreKind::File => format!("file {}", store.file.path.display()),
+        StoreKind::Dynamodb => {
+            let d = &store.dynamodb;
+            let streams = if d.streams { "on" } else { "off" };
+            let endpoint = d.endpoint_url.as_deref().unwrap_or("AWS");
+            format!(
+                "dynamodb tables {} and {} at {endpoint}, streams {streams}",
+                d.sessions_table, d.containers_table
+            )
+        }
+    }
 }
 
 /// The proxy listener: every connection's heads read under the downstream limits, then the

@@ -148,3 +148,27 @@ fn token_without_a_signing_key_says_which_variable_to_set() {
         stderr(&out)
     );
 }
+
+/// `--help` describes every flag as this program uses it, Pingora's included.
+#[test]
+fn help_describes_the_router_not_the_library() {
+    let out = Command::new(common::bin())
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--upgrade",
+        "--daemon",
+        "--test",
+        "--conf",
+        "--config",
+        "--probe",
+    ] {
+        assert!(help.contains(flag), "{flag} missing:\n{help}");
+    }
+    assert!(help.contains("Take over the listening sockets"), "{help}");
+    assert!(!help.contains("pingora-based service"), "{help}");
+    assert!(!help.contains("nocapture"), "{help}");
+}

@@ -1,5 +1,5 @@
-//! Operations beside the request path: JSON log lines with their documented fields, and the
-//! `--probe` health check the container image uses.
+//! Operations beside the request path: the start-up log, JSON log lines with their documented
+//! fields, and the `--probe` health check the container image uses.
 
 use crate::common;
 
@@ -97,4 +97,24 @@ async fn probe_follows_readiness() {
     });
     assert!(probe(&format!("http://{}/healthz", unready.admin)));
     assert!(!probe(&format!("http://{}/readyz", unready.admin)));
+}
+
+/// The start-up log says where to send requests, where the admin listener is, and which store
+/// the routes come from; the first load says how many sessions it found.
+#[tokio::test]
+async fn start_up_log_names_the_listeners_the_store_and_the_sessions() {
+    let router = Router::start(
+        &common::one_session(None, "running"),
+        RouterOptions::default(),
+    );
+    let log = router.log();
+    let sessions = router.sessions_path();
+    for want in [
+        format!("previews on http://{}", router.proxy),
+        format!("admin on http://{}", router.admin),
+        format!("store: file {}", sessions.display()),
+        "route table loaded: sessions=1".to_owned(),
+    ] {
+        assert!(log.contains(&want), "{want:?} not in:\n{log}");
+    }
 }
