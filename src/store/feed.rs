@@ -44,24 +44,19 @@ pub enum FeedEvent {
 /// The receiving end of a running feed. Dropping it stops the feed.
 pub struct ChangeFeed {
     pub events: mpsc::Receiver<FeedEvent>,
-    stop: Option<tokio::task::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl ChangeFeed {
     /// A feed whose events come from `task`, which is aborted when the feed is dropped.
     pub fn new(events: mpsc::Receiver<FeedEvent>, task: tokio::task::JoinHandle<()>) -> Self {
-        ChangeFeed {
-            events,
-            stop: Some(task),
-        }
+        ChangeFeed { events, task }
     }
 }
 
 impl Drop for ChangeFeed {
     fn drop(&mut self) {
-        if let Some(task) = self.stop.take() {
-            task.abort();
-        }
+        self.task.abort();
     }
 }
 

@@ -171,3 +171,28 @@ pub trait RouteStore: Send + Sync {
         below: u64,
     ) -> Result<bool, StoreError>;
 }
+
+/// Records as tests write them.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::{ContainerRecord, ContainerStatus, SessionAccess, SessionRecord};
+
+    /// A session on `container`, with no owner, expiry or share level of its own.
+    pub fn session(container: &str) -> SessionRecord {
+        SessionRecord {
+            container_id: container.into(),
+            client_id: None,
+            expires_at: None,
+            access: SessionAccess::default(),
+        }
+    }
+
+    /// A running container at `ip`, on the default port.
+    pub fn running(ip: &str) -> ContainerRecord {
+        ContainerRecord {
+            ip: Some(ip.parse().expect("an address")),
+            port: None,
+            status: ContainerStatus::Running,
+        }
+    }
+}

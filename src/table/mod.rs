@@ -76,32 +76,32 @@ impl RouteTable {
 
     /// Applies one change; false if the table already said the same.
     pub fn apply(&mut self, change: &Change) -> bool {
-        let applied = match change {
+        match change {
             Change::Session { key, record } => {
-                let was = self.session(key).is_some();
-                if self.session(key) == record.as_ref() {
+                let was = self.session(key);
+                if was == record.as_ref() {
                     return false;
                 }
+                let existed = was.is_some();
+                recount(&mut self.sessions, existed, record.is_some());
                 let changed = Arc::make_mut(&mut self.changed);
                 changed.sessions.insert(key.clone(), record.clone());
-                recount(&mut self.sessions, was, record.is_some());
-                true
             }
             Change::Container { id, record } => {
-                let was = self.container(id).is_some();
-                if self.container(id) == record.as_ref() {
+                let was = self.container(id);
+                if was == record.as_ref() {
                     return false;
                 }
+                let existed = was.is_some();
+                recount(&mut self.containers, existed, record.is_some());
                 let changed = Arc::make_mut(&mut self.changed);
                 changed.containers.insert(id.clone(), record.clone());
-                recount(&mut self.containers, was, record.is_some());
-                true
             }
-        };
+        }
         if self.changed.len() >= FOLD_AT {
             self.fold();
         }
-        applied
+        true
     }
 
     /// Applies changes in order; returns how many changed the table.

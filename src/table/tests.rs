@@ -1,23 +1,6 @@
 use super::*;
-use crate::store::{ContainerStatus, SessionAccess};
+use crate::store::fixtures::{running as container, session};
 use std::sync::Arc;
-
-fn session(container: &str) -> SessionRecord {
-    SessionRecord {
-        container_id: container.into(),
-        client_id: None,
-        expires_at: None,
-        access: SessionAccess::default(),
-    }
-}
-
-fn container(ip: &str) -> ContainerRecord {
-    ContainerRecord {
-        ip: Some(ip.parse().unwrap()),
-        port: None,
-        status: ContainerStatus::Running,
-    }
-}
 
 fn snapshot(sessions: &[(&str, &str)], containers: &[(&str, &str)]) -> StoreSnapshot {
     let mut s = StoreSnapshot::default();

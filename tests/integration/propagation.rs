@@ -6,7 +6,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{StreamSpecification, StreamViewType};
+use aws_sdk_dynamodb::types::StreamViewType;
 use common::moto::{s, Moto};
 use common::{Router, RouterOptions, Upstream};
 use serde_json::Value;
@@ -15,27 +15,13 @@ const SESSIONS: &str = "webordinary-edit-sessions";
 const CONTAINERS: &str = "webordinary-containers";
 const FULL_LOADS: &str = "session_router_store_requests_total{op=\"load_all\",result=\"ok\"}";
 
-/// Turns on (or, on a table that has one, replaces) the table's stream.
-async fn enable_stream(moto: &Moto, table: &str) {
-    let spec = StreamSpecification::builder()
-        .stream_enabled(true)
-        .stream_view_type(StreamViewType::NewAndOldImages)
-        .build()
-        .expect("stream specification");
-    moto.client
-        .update_table()
-        .table_name(table)
-        .stream_specification(spec)
-        .send()
-        .await
-        .expect("enable stream");
-}
-
 async fn moto_with_streams() -> Moto {
     let moto = Moto::start().await;
-    moto.create_default_tables().await;
-    enable_stream(&moto, SESSIONS).await;
-    enable_stream(&moto, CONTAINERS).await;
+    let images = Some(StreamViewType::NewAndOldImages);
+    moto.create_table_streamed(SESSIONS, "sessionId", images.clone())
+        .await;
+    moto.create_table_streamed(CONTAINERS, "containerId", images)
+        .await;
     moto
 }
 
@@ -191,8 +177,9 @@ async fn a_replaced_stream_is_a_gap_recovered_by_a_full_load_with_no_wrong_route
         .send()
         .await
         .expect("delete table");
-    moto.create_table(SESSIONS, "sessionId").await;
-    enable_stream(&moto, SESSIONS).await;
+    let images = Some(StreamViewType::NewAndOldImages);
+    moto.create_table_streamed(SESSIONS, "sessionId", images)
+        .await;
     moto.put(
         SESSIONS,
         &[("sessionId", s("acme-t1")), ("containerId", s("c2"))],

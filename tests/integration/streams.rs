@@ -6,10 +6,7 @@ use crate::common;
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType,
-};
+use aws_sdk_dynamodb::types::{StreamSpecification, StreamViewType};
 use common::moto::{n, s, Moto, TEST_ENV};
 use session_router::config::DynamoDbSection;
 use session_router::metrics::Metrics;
@@ -36,44 +33,14 @@ fn credentials() {
     });
 }
 
-async fn create_table(moto: &Moto, name: &str, key: &str, view: Option<StreamViewType>) {
-    let stream = view.map(|view| {
-        StreamSpecification::builder()
-            .stream_enabled(true)
-            .stream_view_type(view)
-            .build()
-            .unwrap()
-    });
-    moto.client
-        .create_table()
-        .table_name(name)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(key)
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .set_stream_specification(stream)
-        .send()
-        .await
-        .expect("create table");
-}
-
 /// Both tables, each with a stream of `view` or none.
 async fn moto_with(sessions: Option<StreamViewType>, containers: Option<StreamViewType>) -> Moto {
     credentials();
     let moto = Moto::start().await;
-    create_table(&moto, SESSIONS, "sessionId", sessions).await;
-    create_table(&moto, CONTAINERS, "containerId", containers).await;
+    moto.create_table_streamed(SESSIONS, "sessionId", sessions)
+        .await;
+    moto.create_table_streamed(CONTAINERS, "containerId", containers)
+        .await;
     moto
 }
 
@@ -246,7 +213,8 @@ async fn a_replaced_stream_is_a_gap() {
         .send()
         .await
         .expect("delete table");
-    create_table(&moto, SESSIONS, "sessionId", images()).await;
+    moto.create_table_streamed(SESSIONS, "sessionId", images())
+        .await;
     match next_news(&mut feed).await {
         FeedEvent::Gap(reason) => assert_eq!(reason, "stream replaced"),
         other => panic!("expected a gap, got {other:?}"),

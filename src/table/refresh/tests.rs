@@ -4,10 +4,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::*;
 use crate::config::SessionKeyTemplate;
-use crate::store::{
-    ContainerRecord, ContainerStatus, RouteStore, SessionAccess, SessionRecord, Stamp,
-    StoreSnapshot,
-};
+use crate::store::fixtures::{running, session};
+use crate::store::{ContainerRecord, RouteStore, SessionRecord, Stamp, StoreSnapshot};
 use crate::table::{Resolution, ResolverSettings};
 use crate::upstream::AddressPolicy;
 
@@ -21,23 +19,6 @@ fn settings() -> ResolverSettings {
         max_staleness: Duration::from_secs(60),
         policy: AddressPolicy::new(vec!["10.0.0.0/8".parse().unwrap()]),
         miss_limits: crate::config::StoreSection::default().miss_limits(),
-    }
-}
-
-fn session(container: &str) -> SessionRecord {
-    SessionRecord {
-        container_id: container.into(),
-        client_id: None,
-        expires_at: None,
-        access: SessionAccess::default(),
-    }
-}
-
-fn running(ip: &str) -> ContainerRecord {
-    ContainerRecord {
-        ip: Some(ip.parse().unwrap()),
-        port: None,
-        status: ContainerStatus::Running,
     }
 }
 

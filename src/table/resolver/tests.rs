@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::*;
+use crate::store::fixtures::{running, session};
 use crate::store::{Change, Stamp, StoreSnapshot};
 
 /// A store that answers single reads from what the test put in, and counts them.
@@ -31,23 +32,6 @@ impl RouteStore for Counted {
 
     async fn stamp(&self, _: &str, _: Stamp, _: u64, _: u64) -> Result<bool, StoreError> {
         Ok(false)
-    }
-}
-
-fn running(ip: &str) -> ContainerRecord {
-    ContainerRecord {
-        ip: Some(ip.parse().unwrap()),
-        port: None,
-        status: ContainerStatus::Running,
-    }
-}
-
-fn session(container: &str) -> SessionRecord {
-    SessionRecord {
-        container_id: container.into(),
-        client_id: None,
-        expires_at: None,
-        access: SessionAccess::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
+    ScalarAttributeType, StreamSpecification, StreamViewType,
 };
 use aws_sdk_dynamodb::Client;
 
@@ -91,6 +91,18 @@ impl Moto {
     }
 
     pub async fn create_table(&self, name: &str, key: &str) {
+        self.create_table_streamed(name, key, None).await;
+    }
+
+    /// A table keyed by the string `key`, with a stream of `view` when one is given.
+    pub async fn create_table_streamed(&self, name: &str, key: &str, view: Option<StreamViewType>) {
+        let stream = view.map(|view| {
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(view)
+                .build()
+                .unwrap()
+        });
         self.client
             .create_table()
             .table_name(name)
@@ -109,6 +121,7 @@ impl Moto {
                     .build()
                     .unwrap(),
             )
+            .set_stream_specification(stream)
             .send()
             .await
             .expect("create table");

@@ -7,7 +7,8 @@ use aws_sdk_dynamodbstreams::types::{
 };
 
 use super::*;
-use crate::store::{ContainerRecord, ContainerStatus, SessionAccess, SessionRecord};
+use crate::store::fixtures::session;
+use crate::store::{ContainerRecord, ContainerStatus};
 
 fn s(v: &str) -> StreamValue {
     StreamValue::S(v.to_owned())
@@ -31,15 +32,6 @@ fn record(
         .sequence_number("100")
         .build();
     Record::builder().event_name(event).dynamodb(data).build()
-}
-
-fn session(container: &str) -> SessionRecord {
-    SessionRecord {
-        container_id: container.into(),
-        client_id: None,
-        expires_at: None,
-        access: SessionAccess::default(),
-    }
 }
 
 #[test]
