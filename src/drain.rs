@@ -7,11 +7,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::server::{ExecutionPhase, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
+
+use crate::access_log::AccessLog;
+use crate::downstream::Admission;
 
 /// Set once, when the process starts handing over or shutting down; never cleared.
 #[derive(Debug, Default)]
@@ -81,5 +85,79 @@ impl BackgroundService for DrainWatcher {
                 }
             }
         }
+    }
+}
+
+/// How often a graceful shutdown looks whether any client connection is left.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Ends a graceful shutdown once no client connection is left. Pingora's main thread sleeps the
+/// whole `grace_period_seconds` whatever is in flight, so an idle router would hold every deploy
+/// and every `docker stop` up for that long; the grace period stays the upper bound.
+pub struct ExitWhenIdle {
+    admission: Arc<Admission>,
+    access_log: Arc<AccessLog>,
+    /// Taken by the one `start` call; a Mutex only because `start` gets `&self`.
+    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
+}
+
+impl ExitWhenIdle {
+    /// `phases` comes from `Server::watch_execution_phase()`, subscribed before the server runs.
+    pub fn new(
+        admission: Arc<Admission>,
+        access_log: Arc<AccessLog>,
+        phases: broadcast::Receiver<ExecutionPhase>,
+    ) -> Self {
+        ExitWhenIdle {
+            admission,
+            access_log,
+            phases: Mutex::new(Some(phases)),
+        }
+    }
+
+    /// Returns once no connection has been open for two polls in a row: a connection accepted
+    /// just before the listener closed may not have been counted at the first look.
+    async fn until_idle(&self) {
+        let mut idle_polls = 0;
+        while idle_polls < 2 {
+            tokio::time::sleep(IDLE_POLL).await;
+            idle_polls = if self.admission.open() == 0 {
+                idle_polls + 1
+            } else {
+                0
+            };
+        }
+    }
+}
+
+/// Waits for the phase in which Pingora sleeps out its grace period: after a SIGTERM at once,
+/// after a SIGQUIT handover only once the old process has stopped accepting.
+async fn grace_period_starts(phases: &mut broadcast::Receiver<ExecutionPhase>) -> bool {
+    loop {
+        match phases.recv().await {
+            Ok(ExecutionPhase::ShutdownGracePeriod) => return true,
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return false,
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ExitWhenIdle {
+    // The shutdown watch fires before the grace period; this service outlives it on purpose.
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let phases = self.phases.lock().ok().and_then(|mut p| p.take());
+        let Some(mut phases) = phases else {
+            return;
+        };
+        if !grace_period_starts(&mut phases).await {
+            return;
+        }
+        self.until_idle().await;
+        self.access_log.flush();
+        log::info!(
+            "graceful shutdown: no connection left in flight, exiting before the grace period ends"
+        );
+        std::process::exit(0);
     }
 }

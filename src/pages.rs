@@ -196,6 +196,53 @@ pub fn token_exchange(location: String, grant_cookie: Option<String>) -> Answer 
     }
 }
 
+/// The session the wrong-host answer's examples name: the embedded default's demo session.
+const EXAMPLE_CLIENT: &str = "demo";
+const EXAMPLE_THREAD: &str = "hello";
+
+/// The 404 for a Host that no pattern serves. Its likeliest reader is someone calling the router
+/// by address (curl, or a browser at the IP), so it names the hosts served and shows how to send
+/// one. Built once at start-up from the configured patterns and the proxy port; the request's own
+/// Host is not echoed.
+pub fn wrong_host(path_hosts: &[&str], host_patterns: &[&str], port: u16) -> Answer {
+    use std::fmt::Write;
+    let example = |pattern: &str| {
+        pattern
+            .replace("{client}", EXAMPLE_CLIENT)
+            .replace("{thread}", EXAMPLE_THREAD)
+    };
+    let mut body = String::from("Not found: this router serves no preview at that host.\n");
+    if !path_hosts.is_empty() || !host_patterns.is_empty() {
+        body.push_str("It serves previews at:\n");
+    }
+    for pattern in path_hosts {
+        let _ = writeln!(body, "  {pattern}/session/{{thread}}/...");
+    }
+    for pattern in host_patterns {
+        let _ = writeln!(body, "  {pattern}/...");
+    }
+    let (host, path) = match (path_hosts.first(), host_patterns.first()) {
+        (Some(p), _) => (example(p), format!("/session/{EXAMPLE_THREAD}/")),
+        (None, Some(h)) => (example(h), "/".to_owned()),
+        (None, None) => return answer(Outcome::NotPreviewHost, RequestKind::Asset),
+    };
+    let _ = writeln!(
+        body,
+        "Send the preview's host name, e.g. for client {EXAMPLE_CLIENT}, thread {EXAMPLE_THREAD}:\n  \
+         curl -H 'Host: {host}' http://127.0.0.1:{port}{path}"
+    );
+    if host.ends_with(".localhost") {
+        let _ = writeln!(
+            body,
+            "or open http://{host}:{port}{path} in a browser (*.localhost names this machine)."
+        );
+    }
+    Answer {
+        body: Bytes::from(body),
+        ..answer(Outcome::NotPreviewHost, RequestKind::Asset)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,6 +306,48 @@ mod tests {
         let asset = answer(Outcome::ContainerWaking, RequestKind::Asset);
         assert_eq!((asset.status, asset.body.len()), (503, 0));
         assert_eq!(asset.retry_after, Some(2));
+    }
+
+    #[test]
+    fn a_wrong_host_is_told_which_hosts_are_served_and_how_to_send_one() {
+        let a = wrong_host(
+            &["edit.{client}.localhost"],
+            &["{thread}.edit.{client}.localhost"],
+            8080,
+        );
+        let body = std::str::from_utf8(&a.body).unwrap();
+        assert_eq!(a.status, 404);
+        assert_eq!(a.content_type, Some("text/plain; charset=utf-8"));
+        assert!(body.starts_with("Not found"), "{body}");
+        assert!(
+            body.contains("  edit.{client}.localhost/session/{thread}/..."),
+            "{body}"
+        );
+        assert!(
+            body.contains("  {thread}.edit.{client}.localhost/..."),
+            "{body}"
+        );
+        assert!(
+            body.contains(
+                "curl -H 'Host: edit.demo.localhost' http://127.0.0.1:8080/session/hello/"
+            ),
+            "{body}"
+        );
+        assert!(
+            body.contains("open http://edit.demo.localhost:8080/session/hello/"),
+            "{body}"
+        );
+
+        let public = wrong_host(&[], &["{thread}.edit.{client}.example.com"], 80);
+        let body = std::str::from_utf8(&public.body).unwrap();
+        assert!(
+            body.contains("curl -H 'Host: hello.edit.demo.example.com' http://127.0.0.1:80/"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("open http"),
+            "no browser hint off localhost: {body}"
+        );
     }
 
     #[test]

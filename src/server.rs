@@ -19,13 +19,15 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{AccessConfig, Config, ConfigError, ConfigSource, StoreKind};
 use crate::downstream::{Admission, DownstreamLimits, MemoryRelease};
-use crate::drain::{DrainWatcher, Draining};
+use crate::drain::{DrainWatcher, Draining, ExitWhenIdle};
 use crate::fastpath::{Engine, FastPath, PoolSweeper, UpstreamPool};
 use crate::headers::OwnCookies;
 use crate::health::{Health, HealthChecker};
 use crate::lifecycle::{Activity, ActivityWriter, Lifecycle, Waker, Wakes, Watch, WatchPoller};
 use crate::metrics::Metrics;
+use crate::pages::{self, Answer};
 use crate::proxy::{SessionProxy, Shared};
+use crate::routing::HostPattern;
 use crate::store::{DynamoDbStore, FileStore, RouteStore, ShareLevel};
 use crate::table::{Refresher, Resolver, ResolverSettings};
 use crate::upgrades::{UpgradeWatcher, Upgrades};
@@ -199,7 +201,15 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         draining,
         access_log,
     };
-    add_proxy_service(&mut server, &config, shared.clone());
+    let admission = add_proxy_service(&mut server, &config, shared.clone());
+    let exit_when_idle = background_service(
+        "exit when idle",
+        ExitWhenIdle::new(
+            admission,
+            shared.access_log.clone(),
+            server.watch_execution_phase(),
+        ),
+    );
 
     let admin = HttpServer::new_app(AdminApp::new(shared));
     let mut admin_service = Service::new("admin".to_owned(), admin);
@@ -212,6 +222,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(watcher);
     server.add_service(checker);
     server.add_service(drain_watcher);
+    server.add_service(exit_when_idle);
     server.add_service(flusher);
     server.add_service(activity_writer);
     server.add_service(watch_poller);
@@ -244,14 +255,15 @@ fn describe_store(config: &Config) -> String {
 
 /// The proxy listener: every connection's heads read under the downstream limits, then the
 /// router's own HTTP/1.1 path in front of Pingora's proxy, or Pingora's proxy alone for each
-/// request when `listen.fast_path` is off.
-fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
+/// request when `listen.fast_path` is off. Returns the count of client connections.
+fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) -> Arc<Admission> {
     let limits = DownstreamLimits::from(&config.listen);
     let proxy = SessionProxy::new(
         config.routing.clone(),
         &config.upstream,
         limits.clone(),
         shared.clone(),
+        wrong_host_answer(config),
     );
     let admission = Arc::new(Admission::new(
         config.listen.max_connections,
@@ -268,7 +280,7 @@ fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
         routing: config.routing.clone(),
         upstream: &config.upstream,
         limits,
-        admission,
+        admission: admission.clone(),
     };
     let app = FastPath::new(
         pingora::proxy::http_proxy(&server.configuration, proxy),
@@ -283,6 +295,19 @@ fn add_proxy_service(server: &mut Server, config: &Config, shared: Shared) {
         "upstream pool sweep",
         PoolSweeper::new(pool),
     ));
+    admission
+}
+
+/// The 404 for hosts no pattern serves, naming those that are.
+fn wrong_host_answer(config: &Config) -> Answer {
+    fn patterns(p: &[HostPattern]) -> Vec<&str> {
+        p.iter().map(HostPattern::as_str).collect()
+    }
+    pages::wrong_host(
+        &patterns(&config.routing.path_hosts),
+        &patterns(&config.routing.host_patterns),
+        config.listen.proxy.port(),
+    )
 }
 
 /// The public listener, plain TCP without a read buffer under the HTTP layer: both engines read

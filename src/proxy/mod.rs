@@ -72,6 +72,8 @@ pub struct SessionProxy {
     peers: PeerFactory,
     limits: DownstreamLimits,
     shared: Shared,
+    /// The answer to a host no pattern serves: [`pages::wrong_host`].
+    wrong_host: Answer,
 }
 
 impl SessionProxy {
@@ -80,8 +82,10 @@ impl SessionProxy {
         upstream: &Upstream,
         limits: DownstreamLimits,
         shared: Shared,
+        wrong_host: Answer,
     ) -> Self {
         SessionProxy {
+            wrong_host,
             identity_header: upstream.identity_header.clone(),
             response_rules: ResponseRules {
                 max_interim: upstream.max_interim_responses,
@@ -161,6 +165,9 @@ impl ProxyHttp for SessionProxy {
                 let outcome = reject_outcome(&reject);
                 let answer = match reject {
                     Reject::AddSlash(location) => pages::redirect(location),
+                    Reject::NotPreviewHost if ctx.kind != RequestKind::Upgrade => {
+                        self.wrong_host.clone()
+                    }
                     _ => pages::answer(outcome, ctx.kind),
                 };
                 return self.answer(session, ctx, outcome, answer).await;

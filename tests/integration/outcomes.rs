@@ -135,6 +135,20 @@ async fn not_found_family() {
     assert_eq!(a.status, 404);
     a.assert_plain();
     assert_count(&r, "not_preview_host", 1.0).await;
+    // Someone calling the router by its address is told how to call it, with its own port.
+    let port = r.proxy.port();
+    let a = fetch(&r, "127.0.0.1", "/", NAV).await;
+    assert_eq!(a.status, 404);
+    a.assert_plain();
+    let curl =
+        format!("curl -H 'Host: edit.demo.localhost' http://127.0.0.1:{port}/session/hello/");
+    assert!(a.body.contains(&curl), "{}", a.body);
+    assert!(
+        a.body.contains("edit.{client}.localhost/session/{thread}/"),
+        "{}",
+        a.body
+    );
+    assert_count(&r, "not_preview_host", 2.0).await;
 
     let a = fetch(&r, "edit.acme.localhost", "/", NAV).await;
     assert_eq!(a.status, 404);

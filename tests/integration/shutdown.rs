@@ -224,6 +224,69 @@ async fn sigterm_drains_in_flight_requests_closes_websockets_and_exits_in_time()
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_exits_once_nothing_is_in_flight_not_at_the_end_of_the_grace_period() {
+    const GRACE: u64 = 10;
+    let up = Upstream::start("slow").await;
+    let mut router = Router::start(
+        &one_session(Some(up.addr), "running"),
+        RouterOptions {
+            grace_period_seconds: GRACE,
+            graceful_shutdown_timeout_seconds: 2,
+            ..RouterOptions::default()
+        },
+    );
+    let proxy = router.proxy;
+    let _idle = idle_keepalive_connection(proxy);
+    let mut ws = connect_hmr(proxy).await;
+    let hits_before = up.hits();
+    let client = router.client();
+    let url = router.url("edit.acme.localhost", "/session/t1/slow?delay_ms=1000");
+    let in_flight = tokio::spawn(async move {
+        let resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((status, body))
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.hits() == hits_before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let term = Instant::now();
+    router.signal(libc::SIGTERM);
+    let ws_end = socket_end(&mut ws, Duration::from_secs(GRACE)).await;
+    let answered = in_flight.await.expect("join");
+    let answered_after = term.elapsed();
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = router.wait_exit(Duration::from_secs(GRACE + 3));
+        (status, term.elapsed(), router)
+    });
+    let (status, exited, router) = exit.await.expect("join");
+    println!(
+        "SIGTERM (grace {GRACE}s) with a 1 s request in flight: answered {:?} after \
+         {answered_after:?}; websocket {ws_end:?}; exited {status:?} after {exited:?}",
+        answered.as_ref().map(|(code, _)| code)
+    );
+    let log = router.log();
+    let (code, body) = answered.expect("the request in flight is answered");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(ws_end, Ok(CloseCode::Away), "{log}");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}\n{log}");
+    assert!(
+        exited >= answered_after,
+        "exited before the request in flight was answered: {exited:?} < {answered_after:?}"
+    );
+    assert!(
+        exited < Duration::from_secs(3),
+        "waited for the grace period with nothing in flight: {exited:?}\n{log}"
+    );
+    assert!(
+        log.contains("no connection left in flight"),
+        "the early exit is logged:\n{log}"
+    );
+}
+
 /// The second process of a handover: killed on drop if the test ends early.
 struct Successor(Child);
 
