@@ -23,9 +23,10 @@ demo: build-deps e2e-node
 	$(CARGO) build --bin session-router
 	SESSION_ROUTER_BIN=$(ROUTER_BIN) $(E2E_NODE) $(E2E)/demo.mjs
 
-# Everything CI runs. Benches run once each as smoke tests first; the browser suite runs last.
+# Everything CI runs. Bench targets run once each as smoke tests first (`--bench '*'`: the
+# library's unit tests would otherwise run twice, as a bench target too); the browser suite last.
 test: test-deps lint check-config ops-check fuzz-smoke
-	$(CARGO) test --benches
+	$(CARGO) test --bench '*'
 	$(CARGO) test
 	$(MAKE) --no-print-directory e2e
 
