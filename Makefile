@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Where cargo puts the debug build: target/, or $CARGO_TARGET_DIR when set.
 ROUTER_BIN := $(abspath $(or $(CARGO_TARGET_DIR),target))/debug/session-router
 
-.PHONY: run demo test test-deps build-deps lint check-config bench bench-load bench-profile bench-stalls bench-chart \
+.PHONY: run demo test clean test-deps build-deps lint check-config bench bench-load bench-profile bench-stalls bench-chart \
 	bench-flood fuzz-deps fuzz-smoke fuzz e2e e2e-deps e2e-node ops-deps ops-check image image-lint
 
 # The router on the embedded default config: proxy :8080, admin :9091, the demo session.
@@ -178,3 +178,8 @@ bench-chart:
 	@[ -x $(BENCH_VENV)/bin/python ] || python3 -m venv $(BENCH_VENV)
 	@$(BENCH_VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(BENCH_VENV)/bin/pip install -q matplotlib
 	$(BENCH_VENV)/bin/python bench/chart.py $(CHART_ARGS)
+
+# Everything the targets above build or install inside the checkout: builds, virtualenvs and npm
+# packages. Debian packages stay, and so do fuzz/corpus (inputs fuzzing found) and fuzz/artifacts.
+clean:
+	rm -rf target fuzz/target $(MOTO_VENV) $(OPS_VENV) $(BENCH_VENV) $(E2E)/node_modules
