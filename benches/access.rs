@@ -4,6 +4,9 @@
 //! exchanged for a grant). `access_decide`: the whole decision both engines make for a table hit
 //! (resolve, gate, count) against the resolution alone, at 100k sessions.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use session_router::lifecycle::{Activity, Lifecycle, Wakes, Watch};
 use std::sync::Arc;
 use std::time::Duration;
