@@ -1,11 +1,13 @@
 use super::*;
-use crate::config::{Config, RouterFile};
+use crate::routing::HostPattern;
 
-fn routing() -> Routing {
-    let mut file = RouterFile::default();
-    file.routing.path_hosts = vec!["edit.{client}.example.com".into()];
-    file.routing.host_patterns = vec!["{thread}.edit.{client}.example.com".into()];
-    Config::validate(file).unwrap().routing
+fn routing() -> PreviewHosts {
+    PreviewHosts {
+        path_hosts: vec![HostPattern::parse("edit.{client}.example.com", false).unwrap()],
+        host_patterns: vec![
+            HostPattern::parse("{thread}.edit.{client}.example.com", true).unwrap(),
+        ],
+    }
 }
 
 fn parts<'a>(host: &'a str, path: &'a str) -> RequestParts<'a> {
