@@ -194,8 +194,9 @@ pub struct ListenSection {
     /// Balancers whose X-Forwarded-* headers are believed (e.g. the ALB's subnets). From any
     /// other peer those headers are replaced, never trusted.
     pub trusted_proxies: Vec<IpNet>,
-    /// Proxy plain keep-alive requests on the router's own HTTP/1.1 path (about half the CPU of
-    /// Pingora's proxy per request); everything else goes through Pingora's proxy either way.
+    /// Proxy plain keep-alive requests on the router's own HTTP/1.1 path, which costs less CPU per
+    /// request than Pingora's proxy (BENCHMARKS.md); everything else goes through Pingora's proxy
+    /// either way.
     pub fast_path: bool,
     /// Time from a request's first byte (or the connection's start) to the end of its head; not
     /// renewed by each byte, so a client trickling a head is closed at this deadline.

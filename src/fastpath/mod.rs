@@ -1,8 +1,8 @@
-//! The router's own HTTP/1.1 path. Pingora spends about twice nginx's CPU on every proxied
-//! request (BENCHMARKS.md), and most of a preview's traffic is plain keep-alive GETs of the dev
+//! The router's own HTTP/1.1 path. Pingora's proxy spends more CPU on every request than this
+//! routing needs (BENCHMARKS.md), and most of a preview's traffic is plain keep-alive GETs of the dev
 //! server's pages and modules, so those are proxied here: parsed in place, routed with the same
 //! table, sent over pooled connections, counted and logged as Pingora's are. WebSocket upgrades
-//! are too, so that each open HMR socket costs a few kilobytes instead of Pingora's buffers.
+//! are too, so that each open HMR socket holds one small buffer instead of Pingora's.
 //! Everything else on the connection (other upgrades, bodies, the router's own answers, failures
 //! before the container answered) is handed to the Pingora proxy with the bytes already read put
 //! back; the connection comes back here for its next request. Every plain-TCP connection of the
