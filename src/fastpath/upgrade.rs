@@ -30,9 +30,9 @@ pub struct Upgraded {
 /// The access log's names of a request that outlives the buffer it was read into.
 #[derive(Debug)]
 pub struct OwnedLine {
-    pub method: Box<str>,
-    pub host: Box<str>,
-    pub path: Box<str>,
+    pub(super) method: Box<str>,
+    pub(super) host: Box<str>,
+    pub(super) path: Box<str>,
 }
 
 impl OwnedLine {
