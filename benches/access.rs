@@ -4,6 +4,9 @@
 //! exchanged for a grant). `access_decide`: the whole decision both engines make for a table hit
 //! (resolve, gate, count) against the resolution alone, at 100k sessions.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use session_router::lifecycle::{Activity, Lifecycle, Wakes, Watch};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,8 +22,8 @@ use session_router::drain::Draining;
 use session_router::health::Health;
 use session_router::metrics::Metrics;
 use session_router::pages::RequestKind;
-use session_router::proxy::Shared;
 use session_router::routing::classify;
+use session_router::shared::Shared;
 use session_router::store::{SessionAccess, ShareLevel};
 use session_router::upgrades::Upgrades;
 
@@ -204,7 +207,7 @@ fn shared(
 /// is forwarded. The request parts are those of `common::resolve`, so the two differ by the
 /// access work alone.
 fn decide(config: &Config, shared: &Shared, host: &str, path: &str, cookie: &str) -> Decision {
-    let target = classify(&config.routing, &common::parts(host, path)).expect("routable");
+    let target = classify(&config.routing.hosts, &common::parts(host, path)).expect("routable");
     let asked = Asked {
         target: &target,
         requester: None,
@@ -247,7 +250,7 @@ fn bench_decide(c: &mut Criterion) {
         })
         .collect();
     for (host, path, cookie) in &reqs {
-        let target = classify(&config.routing, &common::parts(host, path)).expect("routable");
+        let target = classify(&config.routing.hosts, &common::parts(host, path)).expect("routable");
         let grant = config
             .routing
             .cookies

@@ -4,6 +4,9 @@
 //! (1M sessions, 10,000 WebSockets or as many as the descriptor limit allows); under
 //! `cargo test` it runs small sizes as a smoke test.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/integration/common/mod.rs"]
 mod common;
 

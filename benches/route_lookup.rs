@@ -1,6 +1,9 @@
 //! Route resolution on the request path: host and path parsing plus the table lookup, at 1k,
 //! 100k and 1M sessions. The cost should stay flat as the table grows.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};

@@ -3,6 +3,9 @@
 //! table (a reconcile that finds nothing to correct, and building it from empty), and applying
 //! one pushed change. The request path never waits on these, but they compete for the CPU.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fmt::Write;
 use std::time::Duration;
 

@@ -4,6 +4,9 @@
 //! and their ratio. `cargo bench --bench table_swap` runs 100k sessions; `cargo test` a small
 //! smoke run.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

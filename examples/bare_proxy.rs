@@ -31,10 +31,10 @@ fn env_addr(name: &str, default: &str) -> SocketAddr {
         .unwrap_or_else(|e| panic!("{name}={value}: {e}"))
 }
 
-fn main() {
+fn main() -> Result<()> {
     let listen = env_addr("BARE_LISTEN", "127.0.0.1:8080");
     let upstream = env_addr("BARE_UPSTREAM", "127.0.0.1:4321");
-    let mut server = Server::new(Some(Opt::parse_args())).expect("pingora server config");
+    let mut server = Server::new(Some(Opt::parse_args()))?;
     server.bootstrap();
     let mut service = http_proxy_service(&server.configuration, Bare { upstream });
     service.add_tcp(&listen.to_string());

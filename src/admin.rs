@@ -8,7 +8,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::proxy::Shared;
+use crate::shared::Shared;
 use crate::store::{ContainerStatus, ShareLevel};
 
 const PLAIN: &str = "text/plain; charset=utf-8";

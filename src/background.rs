@@ -9,6 +9,7 @@ use pingora::server::ShutdownWatch;
 /// called only after much has been freed, off the request path.
 pub fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
     // SAFETY: malloc_trim only walks glibc's own free lists; it touches no live allocation.
     unsafe {
         libc::malloc_trim(0);

@@ -24,6 +24,7 @@ pub mod probe;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod shared;
 pub mod store;
 pub mod table;
 pub mod upgrades;

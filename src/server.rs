@@ -26,8 +26,9 @@ use crate::health::{Health, HealthChecker};
 use crate::lifecycle::{Activity, ActivityWriter, Lifecycle, Waker, Wakes, Watch, WatchPoller};
 use crate::metrics::Metrics;
 use crate::pages::{self, Answer};
-use crate::proxy::{SessionProxy, Shared};
+use crate::proxy::SessionProxy;
 use crate::routing::HostPattern;
+use crate::shared::Shared;
 use crate::store::{DynamoDbStore, FileStore, RouteStore, ShareLevel};
 use crate::table::{Refresher, Resolver, ResolverSettings};
 use crate::upgrades::{UpgradeWatcher, Upgrades};
@@ -304,8 +305,8 @@ fn wrong_host_answer(config: &Config) -> Answer {
         p.iter().map(HostPattern::as_str).collect()
     }
     pages::wrong_host(
-        &patterns(&config.routing.path_hosts),
-        &patterns(&config.routing.host_patterns),
+        &patterns(&config.routing.hosts.path_hosts),
+        &patterns(&config.routing.hosts.host_patterns),
         config.listen.proxy.port(),
     )
 }

@@ -174,7 +174,10 @@ impl ClosableSocket {
         let start = buf.filled().len();
         // SAFETY: the read above initialised `filled` bytes at the start of `buf`'s unfilled
         // part, through a view of it limited to `limit` bytes.
-        unsafe { buf.assume_init(filled) };
+        #[allow(unsafe_code)]
+        unsafe {
+            buf.assume_init(filled)
+        };
         buf.advance(filled);
         self.frames.feed(&buf.filled()[start..]);
         Poll::Ready(Ok(()))

@@ -103,7 +103,7 @@ pub fn parts<'a>(host: &'a str, path: &'a str) -> RequestParts<'a> {
 
 /// Classifies one request and resolves it, as the proxy does; every request here is a table hit.
 pub fn resolve(config: &Config, resolver: &Resolver, host: &str, path: &str) -> Resolution {
-    let target = classify(&config.routing, &parts(host, path)).expect("routable");
+    let target = classify(&config.routing.hosts, &parts(host, path)).expect("routable");
     let resolved = poll_ready(resolver.resolve(&target.client, &target.thread, None));
     let resolution = resolved.resolution;
     assert!(matches!(resolution, Resolution::Ready(_)), "a table hit");

@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         referer,
         cookie_thread: cookie,
     };
-    if let Ok(target) = classify(&routing(), &req) {
+    if let Ok(target) = classify(&routing().hosts, &req) {
         assert_eq!(Some(target.client.clone()), client_label(host), "{req:?}");
         assert!(target
             .thread

@@ -23,7 +23,7 @@ pub use model::{
 pub use session_key::SessionKeyTemplate;
 
 use crate::headers::OwnCookies;
-use crate::routing::{HostPattern, PatternError};
+use crate::routing::{HostPattern, PatternError, PreviewHosts};
 use crate::table::{MissBudget, MissLimits};
 
 /// The router TOML shipped in `conf/`, compiled in so the binary runs with no arguments.
@@ -79,8 +79,7 @@ pub struct Config {
 /// Routing settings with the host patterns compiled.
 #[derive(Debug, Clone)]
 pub struct Routing {
-    pub path_hosts: Vec<HostPattern>,
-    pub host_patterns: Vec<HostPattern>,
+    pub hosts: PreviewHosts,
     pub session_key: SessionKeyTemplate,
     pub container_port: u16,
     pub affinity_cookie: String,
@@ -210,8 +209,10 @@ fn validate_routing(section: RoutingSection) -> Result<Routing, ConfigError> {
     }
     check_cookie_name("routing.affinity_cookie", &section.affinity_cookie)?;
     Ok(Routing {
-        path_hosts,
-        host_patterns,
+        hosts: PreviewHosts {
+            path_hosts,
+            host_patterns,
+        },
         session_key,
         container_port: section.container_port,
         cookies: OwnCookies::new(&section.affinity_cookie, ""),

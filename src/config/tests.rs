@@ -17,7 +17,7 @@ fn embedded_default_is_valid() {
         Config::load_with_env(ConfigSource::Embedded, Env::prefixed("SR_TEST_UNSET__")).unwrap();
     assert_eq!(cfg.store.kind, StoreKind::File);
     assert_eq!(
-        cfg.routing.path_hosts[0].as_str(),
+        cfg.routing.hosts.path_hosts[0].as_str(),
         "edit.{client}.localhost"
     );
 }
@@ -106,7 +106,7 @@ fn env_overrides_file() {
         );
         let cfg = Config::load(ConfigSource::File(Path::new("r.toml"))).unwrap();
         assert_eq!(cfg.store.negative_ttl, Duration::from_secs(7));
-        assert_eq!(cfg.routing.path_hosts[0].as_str(), "e.{client}.test");
+        assert_eq!(cfg.routing.hosts.path_hosts[0].as_str(), "e.{client}.test");
         Ok(())
     });
 }

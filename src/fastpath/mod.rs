@@ -1,8 +1,8 @@
-//! The router's own HTTP/1.1 path. Pingora spends about twice nginx's CPU on every proxied
-//! request (BENCHMARKS.md), and most of a preview's traffic is plain keep-alive GETs of the dev
+//! The router's own HTTP/1.1 path. Pingora's proxy spends more CPU on every request than this
+//! routing needs (BENCHMARKS.md), and most of a preview's traffic is plain keep-alive GETs of the dev
 //! server's pages and modules, so those are proxied here: parsed in place, routed with the same
 //! table, sent over pooled connections, counted and logged as Pingora's are. WebSocket upgrades
-//! are too, so that each open HMR socket costs a few kilobytes instead of Pingora's buffers.
+//! are too, so that each open HMR socket holds one small buffer instead of Pingora's.
 //! Everything else on the connection (other upgrades, bodies, the router's own answers, failures
 //! before the container answered) is handed to the Pingora proxy with the bytes already read put
 //! back; the connection comes back here for its next request. Every plain-TCP connection of the
@@ -37,8 +37,10 @@ use crate::downstream::{Admission, DownstreamLimits};
 use crate::headers::{self, affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
 use crate::outcome::Outcome;
 use crate::pages::WAIT_HEADER;
-use crate::proxy::{SessionProxy, Shared};
+use crate::proxy::SessionProxy;
 use crate::routing::{classify, RequestParts};
+use crate::shared::Shared;
+use crate::upgrades;
 use connection::{Client, Stop};
 use exchange::{Ask, Exchange, Exchanged};
 use request::{Request, Rewrite};
@@ -159,7 +161,7 @@ impl FastPath {
                 .and_then(|r| std::str::from_utf8(r).ok()),
             cookie_thread,
         };
-        let Ok(target) = classify(&self.routing, &parts) else {
+        let Ok(target) = classify(&self.routing.hosts, &parts) else {
             return Next::Delegate(Handoff::NotRouted);
         };
         let kind = headers::request_kind(
@@ -273,6 +275,48 @@ impl FastPath {
                 }
             }
         }
+    }
+
+    /// Holds an upgraded connection open until it ends, then logs it.
+    async fn hold_websocket(&self, upgraded: Upgraded, client: &mut Client) {
+        let Upgraded {
+            switched,
+            session_key,
+            admitted,
+            upstream,
+            started,
+            line,
+        } = upgraded;
+        self.count_upgrade("ok");
+        let registered = upgrades::Upgraded {
+            session_key,
+            container_id: upstream.container_id.clone(),
+            addr: upstream.addr,
+            admitted,
+        };
+        let idle = self.limits.websocket_idle;
+        upgrade::hold(switched, registered, client, &self.shared, idle).await;
+        let line = Line {
+            method: &line.method,
+            host: &line.host,
+            path: &line.path,
+        };
+        self.record(
+            &line,
+            Outcome::Routed,
+            101,
+            started.elapsed(),
+            upstream.addr,
+        );
+    }
+
+    /// Counts an upgrade by `result`: `ok`, `rejected` by the container, or `failed`.
+    fn count_upgrade(&self, result: &str) {
+        self.shared
+            .metrics
+            .websocket_upgrades
+            .with_label_values(&[result])
+            .inc();
     }
 
     fn log(

@@ -1,6 +1,6 @@
 //! A WebSocket on the router's own path once its container has switched protocols: bytes passed
 //! each way through one small buffer, until either side ends or the router closes it. Pingora's
-//! proxy keeps a 64 KiB body buffer on each side of every upgraded connection; an HMR socket that
+//! proxy keeps a large body buffer on each side of every upgraded connection; an HMR socket that
 //! is quiet between edits needs neither.
 
 use std::time::Duration;

@@ -1,16 +1,17 @@
 //! WebSocket connections the fast path holds after their 101: registered where the upgrade
-//! watcher can close them (replaced container, shutdown), counted, tunnelled, and logged when
+//! watcher can close them (replaced container, shutdown), counted as open, and tunnelled until
 //! they end.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
+use super::connection::Client;
 use super::exchange::Switched;
 use super::request::Request;
-use super::{tunnel, Client, FastPath, Line};
+use super::tunnel;
 use crate::access::Admitted;
-use crate::outcome::Outcome;
+use crate::shared::Shared;
 use crate::upgrades;
 use crate::upstream::UpstreamTarget;
 
@@ -29,9 +30,9 @@ pub struct Upgraded {
 /// The access log's names of a request that outlives the buffer it was read into.
 #[derive(Debug)]
 pub struct OwnedLine {
-    method: Box<str>,
-    host: Box<str>,
-    path: Box<str>,
+    pub(super) method: Box<str>,
+    pub(super) host: Box<str>,
+    pub(super) path: Box<str>,
 }
 
 impl OwnedLine {
@@ -44,58 +45,29 @@ impl OwnedLine {
     }
 }
 
-impl FastPath {
-    /// Holds an upgraded connection open until it ends.
-    pub(super) async fn hold_websocket(&self, upgraded: Upgraded, client: &mut Client) {
-        let Upgraded {
-            switched,
-            session_key,
-            admitted,
-            upstream,
-            started,
-            line,
-        } = upgraded;
-        // What the client sent after its request head goes to the container; the read buffer
-        // goes back to the allocator instead of staying with the socket.
-        let from_client = client.buf.to_vec();
-        client.buf = BytesMut::new();
+/// Holds an upgraded connection open until it ends, idle for at most `idle` if set, registered
+/// as `registered`. The caller counts the upgrade and logs it.
+pub async fn hold(
+    switched: Switched,
+    registered: upgrades::Upgraded,
+    client: &mut Client,
+    shared: &Shared,
+    idle: Option<Duration>,
+) {
+    // What the client sent after its request head goes to the container; the read buffer goes
+    // back to the allocator instead of staying with the socket.
+    let from_client = client.buf.to_vec();
+    client.buf = BytesMut::new();
 
-        let metrics = &self.shared.metrics;
-        self.count_upgrade("ok");
-        metrics.websocket_connections.inc();
-        let key = session_key.clone();
-        let registered = upgrades::Upgraded {
-            session_key,
-            container_id: upstream.container_id.clone(),
-            addr: upstream.addr,
-            admitted,
-        };
-        let id = self
-            .shared
-            .upgrades
-            .register(registered, switched.socket.handle());
-        let idle = self.limits.websocket_idle;
-        let activity = &self.shared.lifecycle.activity;
-        let active = || activity.touch(&key);
-        tunnel::run(&mut client.io, &from_client, switched, idle, &active).await;
-        self.shared.upgrades.remove(id);
-        metrics.websocket_connections.dec();
-
-        let line = Line {
-            method: &line.method,
-            host: &line.host,
-            path: &line.path,
-        };
-        let elapsed = started.elapsed();
-        self.record(&line, Outcome::Routed, 101, elapsed, upstream.addr);
-    }
-
-    /// Counts an upgrade by `result`: `ok`, `rejected` by the container, or `failed`.
-    pub(super) fn count_upgrade(&self, result: &str) {
-        self.shared
-            .metrics
-            .websocket_upgrades
-            .with_label_values(&[result])
-            .inc();
-    }
+    let metrics = &shared.metrics;
+    metrics.websocket_connections.inc();
+    let key = registered.session_key.clone();
+    let id = shared
+        .upgrades
+        .register(registered, switched.socket.handle());
+    let activity = &shared.lifecycle.activity;
+    let active = || activity.touch(&key);
+    tunnel::run(&mut client.io, &from_client, switched, idle, &active).await;
+    shared.upgrades.remove(id);
+    metrics.websocket_connections.dec();
 }

@@ -32,7 +32,7 @@ pub fn classify_request(routing: &Routing, req: &RequestHeader) -> Result<Target
         referer: header(REFERER),
         cookie_thread: cookie_value(&req.headers, &routing.affinity_cookie),
     };
-    classify(routing, &parts)
+    classify(&routing.hosts, &parts)
 }
 
 /// Removes an Upgrade header that no Connection header names: RFC 9110 section 7.8 makes it no

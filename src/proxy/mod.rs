@@ -9,7 +9,6 @@ mod response;
 mod route;
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,20 +18,13 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::access::Gate;
-use crate::access_log::AccessLog;
 use crate::config::{Routing, Upstream};
 use crate::decide::reject_outcome;
 use crate::downstream::DownstreamLimits;
-use crate::drain::Draining;
-use crate::health::Health;
-use crate::lifecycle::Lifecycle;
-use crate::metrics::Metrics;
 use crate::outcome::Outcome;
 use crate::pages::{self, Answer, RequestKind};
 use crate::routing::Reject;
-use crate::table::Resolver;
-use crate::upgrades::Upgrades;
+use crate::shared::Shared;
 use crate::upstream::PeerFactory;
 
 use crate::headers::{affinity_cookie, forwarded_prefix, wants_affinity, Forwarded};
@@ -45,23 +37,6 @@ use respond::write_answer;
 use response::ResponseRules;
 
 pub use ctx::RequestCtx;
-
-/// The process-wide state the proxy reads and feeds, shared with the admin listener and the
-/// background services.
-#[derive(Clone)]
-pub struct Shared {
-    pub resolver: Arc<Resolver>,
-    /// Who may see which session's preview.
-    pub gate: Arc<Gate>,
-    /// Activity, wakes and waiting visitors.
-    pub lifecycle: Arc<Lifecycle>,
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    pub upgrades: Arc<Upgrades>,
-    /// Set from SIGQUIT or SIGTERM on: answers close their connections.
-    pub draining: Arc<Draining>,
-    pub access_log: Arc<AccessLog>,
-}
 
 pub struct SessionProxy {
     routing: Routing,

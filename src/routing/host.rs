@@ -24,6 +24,16 @@ enum Label {
     Thread,
 }
 
+/// The compiled host patterns requests are routed by: hosts whose path names the session, and
+/// hosts that name it themselves.
+#[derive(Debug, Clone)]
+pub struct PreviewHosts {
+    /// `edit.{client}.…`: the thread comes from the path, the Referer or the affinity cookie.
+    pub path_hosts: Vec<HostPattern>,
+    /// `{thread}.edit.{client}.…`: the host names both.
+    pub host_patterns: Vec<HostPattern>,
+}
+
 /// A compiled host pattern. Literal labels compare case-insensitively, as DNS does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPattern {

@@ -4,5 +4,5 @@
 mod host;
 mod target;
 
-pub use host::{host_without_port, HostMatch, HostPattern, PatternError};
+pub use host::{host_without_port, HostMatch, HostPattern, PatternError, PreviewHosts};
 pub use target::{classify, valid_thread, Reject, RequestParts, Target, Via};

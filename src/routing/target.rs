@@ -1,8 +1,7 @@
 //! Turns a request's host, path, Referer and cookie into the session it addresses: which client,
 //! which thread, how it was found, and the path to forward.
 
-use super::host::host_without_port;
-use crate::config::Routing;
+use super::host::{host_without_port, PreviewHosts};
 
 /// Longest thread id accepted from a path, Referer or cookie.
 pub const MAX_THREAD_LEN: usize = 128;
@@ -63,12 +62,12 @@ pub enum Reject {
 }
 
 /// Resolves the target of a request against the configured host patterns.
-pub fn classify(routing: &Routing, req: &RequestParts<'_>) -> Result<Target, Reject> {
+pub fn classify(hosts: &PreviewHosts, req: &RequestParts<'_>) -> Result<Target, Reject> {
     let host = host_without_port(req.host).ok_or(Reject::BadRequest("malformed Host port"))?;
     if host.is_empty() {
         return Err(Reject::BadRequest("missing Host"));
     }
-    if let Some(m) = routing.host_patterns.iter().find_map(|p| p.matches(host)) {
+    if let Some(m) = hosts.host_patterns.iter().find_map(|p| p.matches(host)) {
         let thread = m.thread.ok_or(Reject::NotPreviewHost)?;
         return Ok(Target {
             client: valid_client(m.client)?,
@@ -77,7 +76,7 @@ pub fn classify(routing: &Routing, req: &RequestParts<'_>) -> Result<Target, Rej
             strip: 0,
         });
     }
-    let m = routing
+    let m = hosts
         .path_hosts
         .iter()
         .find_map(|p| p.matches(host))

@@ -90,7 +90,7 @@ pub struct ContainerRecord {
 }
 
 /// A loaded table keyed by store ids. Only the store puts keys in, so the hash need not resist
-/// chosen keys, and a fast one saves a tenth of a full load.
+/// chosen keys, and a fast one makes a full load noticeably cheaper.
 pub type TableMap<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
 
 /// Everything a store holds, as loaded by a full refresh.

@@ -99,6 +99,7 @@ fn in_router_netns<T: Send + 'static>(pid: u32, f: impl FnOnce() -> T + Send + '
         wait_for_own_netns(pid);
         let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).expect("router's netns");
         // SAFETY: setns on a valid descriptor changes this thread's namespace only.
+        #[allow(unsafe_code)]
         let joined = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
         assert_eq!(joined, 0, "setns: {}", std::io::Error::last_os_error());
         f()

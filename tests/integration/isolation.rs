@@ -81,7 +81,7 @@ proptest! {
             referer: referer.as_deref(),
             cookie_thread: cookie.as_deref(),
         };
-        if let Ok(target) = classify(&routing, &req) {
+        if let Ok(target) = classify(&routing.hosts, &req) {
             prop_assert_eq!(Some(target.client.clone()), client_of(&host));
             match target.via {
                 Via::Referer => {

@@ -2,6 +2,9 @@
 //! binary, real upstreams and a real DynamoDB-compatible server. One binary links the dependency
 //! tree once, not once per file, which keeps a clean build's disk use and link time down.
 
+// Test code: a failed unwrap is a failed test, which is what it should be.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod access;

@@ -1,5 +1,6 @@
 //! What `sessions.toml` may hold, and the one place its entries become table records, whichever
-//! reader found them: the event reader for the shape the platform writes, serde for any other.
+//! reader found them: the event reader for the shape the platform writes, serde (here) for any
+//! other.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -8,7 +9,6 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::reader;
 use crate::store::{
     ContainerRecord, ContainerStatus, SessionAccess, SessionRecord, ShareLevel, StoreSnapshot,
 };
@@ -42,15 +42,6 @@ pub(super) struct ContainerEntry<'a> {
     pub port: Option<u16>,
     #[serde(borrow)]
     pub status: Option<Cow<'a, str>>,
-}
-
-/// Parses a whole file. The event reader takes the files it fully understands; whatever it does
-/// not, valid or not, goes through serde, which also words every error.
-pub(super) fn parse(text: &str) -> Result<StoreSnapshot, String> {
-    match reader::read(text) {
-        Some(snapshot) => Ok(snapshot),
-        None => parse_any_shape(text),
-    }
 }
 
 /// The general parse: any TOML that means the same tables, through the `toml` crate's document
@@ -135,13 +126,9 @@ impl TableBuilder {
 mod tests {
     use super::*;
 
-    fn parse_text(text: &str) -> Result<StoreSnapshot, String> {
-        parse(text)
-    }
-
     #[test]
     fn parses_both_hops() {
-        let snap = parse_text(
+        let snap = parse_any_shape(
             r#"
             [sessions.acme-t1]
             container_id = "c1"
@@ -163,15 +150,15 @@ mod tests {
 
     #[test]
     fn rejects_unknown_status_and_keys() {
-        assert!(parse_text("[containers.c1]\nstatus = \"zombie\"\n")
+        assert!(parse_any_shape("[containers.c1]\nstatus = \"zombie\"\n")
             .unwrap_err()
             .contains("zombie"));
-        assert!(parse_text("[sessions.a]\ncontainer = \"c\"\n").is_err());
+        assert!(parse_any_shape("[sessions.a]\ncontainer = \"c\"\n").is_err());
     }
 
     #[test]
     fn sessions_of_one_client_share_its_id() {
-        let snap = parse_text(
+        let snap = parse_any_shape(
             "[sessions.a]\ncontainer_id = \"c1\"\nclient_id = \"acme\"\n\
              [sessions.b]\ncontainer_id = \"c2\"\nclient_id = \"acme\"\n",
         )

@@ -89,7 +89,7 @@ impl FileStore {
                 path: shown.clone(),
                 source,
             })?;
-            document::parse(&text).map_err(|reason| StoreError::Parse {
+            parse(&text).map_err(|reason| StoreError::Parse {
                 path: shown,
                 reason,
             })
@@ -161,6 +161,15 @@ impl RouteStore for FileStore {
         }
         stamps.insert(slot, value);
         Ok(true)
+    }
+}
+
+/// Parses a whole file. The event reader takes the files it fully understands; whatever it does
+/// not, valid or not, goes through serde, which also words every error.
+fn parse(text: &str) -> Result<StoreSnapshot, String> {
+    match reader::read(text) {
+        Some(snapshot) => Ok(snapshot),
+        None => document::parse_any_shape(text),
     }
 }
 

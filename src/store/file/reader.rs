@@ -1,9 +1,9 @@
 //! A reader for the shape in which the platform writes `sessions.toml`: `[sessions.KEY]` and
 //! `[containers.ID]` tables of plain `key = value` lines. It builds records from the TOML
-//! parser's events as they come, without the document tree that a general parse builds first
-//! (which makes a general parse of 100k sessions three times as slow). A file in any other shape, and every file with
-//! an error, is left to the general parse, so that both accept the same files and every error is
-//! worded in one place.
+//! parser's events as they come, without the document tree that a general parse builds first,
+//! which is most of what a general parse of a large file costs (BENCHMARKS.md). A file in any
+//! other shape, and every file with an error, is left to the general parse, so that both accept
+//! the same files and every error is worded in one place.
 
 use std::borrow::Cow;
 

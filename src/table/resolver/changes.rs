@@ -104,8 +104,8 @@ impl Resolver {
     }
 
     /// Keeps a replaced version until no request holds it, then frees it here: a version may be
-    /// the last holder of a whole loaded table, and freeing 100,000 records takes milliseconds
-    /// that a request letting go of it last would add to its own latency. Requests hold a
+    /// the last holder of a whole loaded table, and freeing a large one takes long enough to show
+    /// in the latency of a request that happened to let go of it last. Requests hold a
     /// version for one lookup, so few are ever kept.
     fn retire(&self, replaced: Arc<RouteTable>) {
         if let Ok(mut retired) = self.retired.lock() {

@@ -369,6 +369,7 @@ pub fn router_command(dir: &Path, log_name: &str) -> Command {
 pub fn signal(child: &Child, sig: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
     // SAFETY: kill(2) on a child this test started and has not reaped yet.
+    #[allow(unsafe_code)]
     let rc = unsafe { libc::kill(pid, sig) };
     assert_eq!(rc, 0, "kill({pid}, {sig})");
 }
