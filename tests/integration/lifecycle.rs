@@ -4,7 +4,7 @@
 use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,14 +30,17 @@ async fn restart_under_load_heals_with_zero_failed_requests() {
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
 
     let updated = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
     let load = {
-        let (client, url, updated) = (client.clone(), url.clone(), updated.clone());
+        let (client, url, updated, sent) =
+            (client.clone(), url.clone(), updated.clone(), sent.clone());
         tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(6);
             let (mut after, mut failed_after, mut new_hits) = (0, Vec::new(), 0);
             while Instant::now() < deadline && after < 2_000 {
                 let in_store = updated.load(Ordering::SeqCst);
                 let resp = client.get(&url).send().await;
+                sent.fetch_add(1, Ordering::SeqCst);
                 let (status, upstream) = match resp {
                     Ok(r) => {
                         let status = r.status().as_u16();
@@ -60,8 +63,27 @@ async fn restart_under_load_heals_with_zero_failed_requests() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The container restarts on another port; the platform records the new address.
     old.stop();
+    // Requests reach the stopped container before the store names the new one, however slowly
+    // the load loop runs on a busy machine: the retry counted below must have a request to come
+    // from.
+    let stopped_at = sent.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while sent.load(Ordering::SeqCst) < stopped_at + 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let new = Upstream::start("new").await;
     router.write_sessions(&one_session(Some(new.addr), "running"));
+    // Counted from the moment the router holds the new address: until then the table names the
+    // stopped container, which the failed connects above marked unhealthy (503, by design).
+    let admin = format!("http://{}/sessions/acme-t1", router.admin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let held = reqwest::get(&admin).await.unwrap().text().await.unwrap();
+        if held.contains(&new.addr.to_string()) || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     updated.store(true, Ordering::SeqCst);
 
     let (after, failed_after, new_hits) = load.await.unwrap();
