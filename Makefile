@@ -43,6 +43,7 @@ test-deps: build-deps
 
 # What any build needs: cmake for Pingora's zlib-ng.
 build-deps:
+	@command -v rustup >/dev/null || { echo "Rust comes from rustup (README, Prerequisites); Debian's cargo is too old" >&2; exit 1; }
 	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq cmake; }
 
 lint:

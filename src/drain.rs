@@ -1,4 +1,4 @@
-//! Whether this process is on its way out. Pingora marks its sessions as shutting down only when
+//! Whether this process is on its way out, and leaving as soon as nothing is in flight. Pingora marks its sessions as shutting down only when
 //! it stops accepting; on a `-u` handover that comes 5 s after SIGQUIT, and until then clients
 //! keep reusing connections that the old process will close when it stops. Watching Pingora's
 //! execution phase instead flags the drain at SIGQUIT, so every answer from then on says
@@ -15,7 +15,6 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::broadcast;
 
 use crate::access_log::AccessLog;
-use crate::downstream::Admission;
 
 /// Set once, when the process starts handing over or shutting down; never cleared.
 #[derive(Debug, Default)]
@@ -88,14 +87,21 @@ impl BackgroundService for DrainWatcher {
     }
 }
 
-/// How often a graceful shutdown looks whether any client connection is left.
+/// How often a graceful shutdown looks whether anything is left in flight.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
-/// Ends a graceful shutdown once no client connection is left. Pingora's main thread sleeps the
-/// whole `grace_period_seconds` whatever is in flight, so an idle router would hold every deploy
-/// and every `docker stop` up for that long; the grace period stays the upper bound.
+/// Work a graceful shutdown waits for: client connections, and what requests left behind to do
+/// in the background (a wake to send, an activity stamp to write).
+pub trait InFlight: Send + Sync {
+    fn in_flight(&self) -> usize;
+}
+
+/// Ends a graceful shutdown once nothing is in flight. Pingora's main thread sleeps the whole
+/// `grace_period_seconds` whatever is in flight, so an idle router would hold every deploy and
+/// every `docker stop` up for that long; the grace period stays the upper bound. The admin
+/// listener is not waited for: a scrape or probe cut short is asked again of another router.
 pub struct ExitWhenIdle {
-    admission: Arc<Admission>,
+    work: Vec<Arc<dyn InFlight>>,
     access_log: Arc<AccessLog>,
     /// Taken by the one `start` call; a Mutex only because `start` gets `&self`.
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
@@ -104,28 +110,25 @@ pub struct ExitWhenIdle {
 impl ExitWhenIdle {
     /// `phases` comes from `Server::watch_execution_phase()`, subscribed before the server runs.
     pub fn new(
-        admission: Arc<Admission>,
+        work: Vec<Arc<dyn InFlight>>,
         access_log: Arc<AccessLog>,
         phases: broadcast::Receiver<ExecutionPhase>,
     ) -> Self {
         ExitWhenIdle {
-            admission,
+            work,
             access_log,
             phases: Mutex::new(Some(phases)),
         }
     }
 
-    /// Returns once no connection has been open for two polls in a row: a connection accepted
+    /// Returns once nothing has been in flight for two polls in a row: a connection accepted
     /// just before the listener closed may not have been counted at the first look.
     async fn until_idle(&self) {
         let mut idle_polls = 0;
         while idle_polls < 2 {
             tokio::time::sleep(IDLE_POLL).await;
-            idle_polls = if self.admission.open() == 0 {
-                idle_polls + 1
-            } else {
-                0
-            };
+            let busy = self.work.iter().any(|w| w.in_flight() > 0);
+            idle_polls = if busy { 0 } else { idle_polls + 1 };
         }
     }
 }
@@ -156,7 +159,7 @@ impl BackgroundService for ExitWhenIdle {
         self.until_idle().await;
         self.access_log.flush();
         log::info!(
-            "graceful shutdown: no connection left in flight, exiting before the grace period ends"
+            "graceful shutdown: nothing left in flight, exiting before the grace period ends"
         );
         std::process::exit(0);
     }

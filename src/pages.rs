@@ -200,10 +200,10 @@ pub fn token_exchange(location: String, grant_cookie: Option<String>) -> Answer 
 const EXAMPLE_CLIENT: &str = "demo";
 const EXAMPLE_THREAD: &str = "hello";
 
-/// The 404 for a Host that no pattern serves. Its likeliest reader is someone calling the router
-/// by address (curl, or a browser at the IP), so it names the hosts served and shows how to send
-/// one. Built once at start-up from the configured patterns and the proxy port; the request's own
-/// Host is not echoed.
+/// The 404 for a Host that no pattern serves, as a client on the router's own machine gets it:
+/// someone trying the router by address (curl, or a browser at the IP), so it names the hosts
+/// served and shows how to send one. Built once at start-up from the configured patterns and the
+/// proxy port; the request's own Host is not echoed. Other clients get the bare 404.
 pub fn wrong_host(path_hosts: &[&str], host_patterns: &[&str], port: u16) -> Answer {
     use std::fmt::Write;
     let example = |pattern: &str| {

@@ -206,7 +206,11 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     let exit_when_idle = background_service(
         "exit when idle",
         ExitWhenIdle::new(
-            admission,
+            vec![
+                admission,
+                shared.lifecycle.activity.clone(),
+                shared.lifecycle.wakes.clone(),
+            ],
             shared.access_log.clone(),
             server.watch_execution_phase(),
         ),

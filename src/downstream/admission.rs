@@ -126,6 +126,12 @@ impl Drop for Admitted {
     }
 }
 
+impl crate::drain::InFlight for Admission {
+    fn in_flight(&self) -> usize {
+        self.open()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! queue is bounded and only tried, never waited on: a request pays a map lookup and, once an
 //! interval, a `try_send`. A background writer drains it into conditional store writes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,8 @@ pub struct Activity {
     queue: mpsc::Sender<Write>,
     /// Taken by the writer when it starts.
     pending: Mutex<Option<mpsc::Receiver<Write>>>,
+    /// Writes queued or being written.
+    outstanding: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -50,6 +52,7 @@ impl Activity {
             seen: DashMap::new(),
             queue: tx,
             pending: Mutex::new(Some(rx)),
+            outstanding: AtomicUsize::new(0),
             metrics,
         }
     }
@@ -72,7 +75,12 @@ impl Activity {
                 }
             },
         };
-        if queue && self.queue.try_send((key.into(), now)).is_err() {
+        if !queue {
+            return;
+        }
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
+        if self.queue.try_send((key.into(), now)).is_err() {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
             self.metrics.activity_write("dropped");
         }
     }
@@ -128,12 +136,23 @@ impl ActivityWriter {
             }
         };
         self.metrics.activity_write(result);
+        self.activity.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A stamp not yet written: a graceful shutdown waits for it, since the session's last use
+/// here would otherwise reach the store only through another router, if ever.
+impl crate::drain::InFlight for Activity {
+    fn in_flight(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
     }
 }
 
 #[async_trait]
 impl BackgroundService for ActivityWriter {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    // Runs past the shutdown watch on purpose: requests still in flight queue stamps, and the
+    // process exits once they are written (`ExitWhenIdle`) or at the end of the grace period.
+    async fn start(&self, _shutdown: ShutdownWatch) {
         let Some(rx) = self.activity.pending.lock().ok().and_then(|mut p| p.take()) else {
             return;
         };
@@ -148,7 +167,6 @@ impl BackgroundService for ActivityWriter {
         tokio::select! {
             _ = writes => {}
             _ = prune => {}
-            _ = shutdown.changed() => {}
         }
     }
 }
@@ -172,6 +190,12 @@ mod tests {
         activity.touch("acme-t2");
         let rx = activity.pending.lock().unwrap().take().unwrap();
         assert_eq!(rx.len(), 1, "one queued, t2's dropped by the full queue");
+        use crate::drain::InFlight;
+        assert_eq!(
+            activity.in_flight(),
+            1,
+            "a shutdown waits for the queued one only"
+        );
         let dropped = metrics.encode();
         let text = String::from_utf8(dropped).unwrap();
         assert!(text.contains("session_router_activity_writes_total{result=\"dropped\"} 1"));

@@ -302,6 +302,14 @@ impl Wakes {
     }
 }
 
+/// A wake being sent: the visitor's page waits for it, and the fleet-wide claim is already
+/// made, so no other router would send it within the cooldown.
+impl crate::drain::InFlight for Wakes {
+    fn in_flight(&self) -> usize {
+        IN_FLIGHT - self.in_flight.available_permits()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

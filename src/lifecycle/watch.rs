@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
+use crate::drain::Draining;
 use crate::table::{Resolution, Resolver};
 
 /// How often a waiter looks at the table again; the poller's reads refresh it.
@@ -32,13 +33,15 @@ pub struct Watch {
 
 impl Watch {
     /// Waits until the session's container is up (or the session settles into anything else a
-    /// reload should show, such as gone or refused), up to `limit`; true if it did.
+    /// reload should show, such as gone or refused), up to `limit`; true if it did. Gives up at
+    /// once when the process starts draining: the page asks again, of a router that stays.
     pub async fn until_routable(
         &self,
         resolver: &Resolver,
         client: &str,
         thread: &str,
         limit: Duration,
+        draining: &Draining,
     ) -> bool {
         let key = resolver.session_key(client, thread);
         let _watching = self.enter(&key, client, thread);
@@ -55,7 +58,7 @@ impl Watch {
             if !waiting {
                 return true;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || draining.is_set() {
                 return false;
             }
             tokio::time::sleep(LOOK_EVERY).await;

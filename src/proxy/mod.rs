@@ -140,7 +140,12 @@ impl ProxyHttp for SessionProxy {
                 let outcome = reject_outcome(&reject);
                 let answer = match reject {
                     Reject::AddSlash(location) => pages::redirect(location),
-                    Reject::NotPreviewHost if ctx.kind != RequestKind::Upgrade => {
+                    // Only someone on this machine is told which hosts are served: a scanner
+                    // calling the balancer's address learns nothing of the deployment.
+                    Reject::NotPreviewHost
+                        if ctx.kind != RequestKind::Upgrade
+                            && self.peer(session).0.is_some_and(|ip| ip.is_loopback()) =>
+                    {
                         self.wrong_host.clone()
                     }
                     _ => pages::answer(outcome, ctx.kind),

@@ -75,6 +75,7 @@ impl SessionProxy {
                         &target.client,
                         &target.thread,
                         lifecycle.wait_limit,
+                        &self.shared.draining,
                     )
                     .await;
                 let answer = pages::wait_answer(routable);

@@ -153,7 +153,7 @@ function stopper(state) {
     state.stopping = true;
     stopping ??= (async () => {
       if (state.site) await state.site.stop();
-      // SIGINT is Pingora's fast shutdown; SIGTERM would wait out the embedded 10 s grace period.
+      // SIGINT is Pingora's fast shutdown: nothing of a local demo needs a grace period.
       if (state.router) await stopProcess(state.router, 5000, 'SIGINT');
       if (state.tmp) {
         keepLog(state.routerLog, 'demo-check-router.log');

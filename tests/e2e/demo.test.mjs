@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import {
   launchBrowser, watchPage, hmrConnected, headingOf, waitHeading, waitFor, mark, marker, betweenEdits,
-  freePort, startProcess, stopProcess, tempDir, keepLog, scope,
+  freePort, startProcess, stopProcess, tempDir, keepLog, scope, routerBin,
 } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -21,6 +21,33 @@ const BLUE = 'rgb(0, 0, 200)';
 let browser;
 before(async () => { browser = await launchBrowser(); });
 after(async () => { await browser?.close(); });
+
+/**
+ * `--check` runs on free ports with its own sessions file; this checks the part it cannot: that
+ * the router as `make demo` starts it (no arguments, from the repository root: the embedded
+ * router.toml and the shipped conf/sessions.toml) sends the demo session to 127.0.0.1:4321.
+ */
+test('make demo: the embedded config routes the demo session to 127.0.0.1:4321', async (t) => {
+  const defer = scope(t);
+  const dir = tempDir('demo-default');
+  defer(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const [proxy, admin] = [await freePort(), await freePort()];
+  const env = {
+    ...process.env,
+    SESSION_ROUTER__LISTEN__PROXY: `127.0.0.1:${proxy}`,
+    SESSION_ROUTER__LISTEN__ADMIN: `127.0.0.1:${admin}`,
+  };
+  const logPath = path.join(dir, 'router.log');
+  const router = startProcess(routerBin, [], { cwd: path.resolve(here, '../..'), env }, logPath);
+  defer(() => stopProcess(router, 5000, 'SIGINT'));
+  const held = await waitFor('the demo session in the router', async () => {
+    const r = await fetch(`http://127.0.0.1:${admin}/sessions/demo-hello`).catch(() => null);
+    return r?.status === 200 && r.json();
+  }, 20000, 200);
+  assert.equal(held.route.container.address, '127.0.0.1:4321', fs.readFileSync(logPath, 'utf8'));
+  assert.equal(held.route.container.status, 'running');
+  assert.equal(held.access.level, 'public', 'a newcomer opens the demo without a link');
+});
 
 /** Runs demo.mjs with `args` as `make demo` runs it; its output goes to a log the test reads. */
 function runDemo(defer, args) {
@@ -54,6 +81,17 @@ async function interrupt(demo) {
   return ended;
 }
 
+/** Whatever the demo left running when a test failed: its children run in groups of their own. */
+function killGroups(pids) {
+  for (const pid of pids) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
 function groupGone(pid) {
   try {
     process.kill(-pid, 0);
@@ -67,6 +105,7 @@ test('make demo: the printed URL shows the demo page, an edit of the printed fil
   const defer = scope(t);
   const demo = runDemo(defer, ['--check']);
   const started = await demoStarted(demo);
+  defer(() => killGroups(started.pids));
   const out = demo.output();
   assert.match(out, new RegExp(`Open in a browser +${started.url.replace(/[.?]/g, '\\$&')}`));
   assert.ok(out.includes(`curl -H 'Host: edit.demo.localhost' http://127.0.0.1:${started.ports.proxy}/session/hello/`), out);
@@ -114,6 +153,7 @@ test('make demo: SIGTERM stops astro dev and the router too', async (t) => {
   const defer = scope(t);
   const demo = runDemo(defer, ['--check']);
   const started = await demoStarted(demo);
+  defer(() => killGroups(started.pids));
   process.kill(demo.child.pid, 'SIGTERM');
   const ended = await Promise.race([demo.child.exited, sleep(15000).then(() => null)]);
   assert.deepEqual(ended, { code: 0, signal: null }, demo.output());

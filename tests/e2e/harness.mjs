@@ -31,7 +31,8 @@ process.on('exit', () => {
   }
 });
 // A runner stopped by a signal still goes through the exit handler above.
-const STOP_SIGNALS = ['SIGINT', 'SIGTERM'];
+// SIGHUP too: closing the terminal of `make demo` must not leave its servers holding the ports.
+const STOP_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 const exitOnSignal = () => process.exit(130);
 for (const signal of STOP_SIGNALS) process.once(signal, exitOnSignal);
 

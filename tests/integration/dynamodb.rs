@@ -327,3 +327,43 @@ async fn twenty_thousand_sessions_load_with_parallel_scan() {
         "{pages} Scan pages for {COUNT} sessions in 4 segments of two tables"
     );
 }
+
+/// The README's local DynamoDB: `deploy/local_dynamodb.py` makes tables the router loads, with
+/// the demo session as `conf/sessions.toml` has it.
+#[tokio::test]
+async fn the_local_tables_script_gives_the_demo_session() {
+    let moto = Moto::start().await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/local_dynamodb.py");
+    for run in ["created", "exists, left as it is"] {
+        let out = std::process::Command::new(common::moto::python())
+            .arg(script)
+            .arg(moto.endpoint())
+            .output()
+            .expect("run deploy/local_dynamodb.py");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(run),
+            "a second run finds the tables: {stdout}"
+        );
+    }
+    let router = Router::start(
+        "",
+        RouterOptions {
+            dynamodb_endpoint: Some(moto.endpoint()),
+            ..RouterOptions::default()
+        },
+    );
+    let held = reqwest::get(format!("http://{}/sessions/demo-hello", router.admin))
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 200, "{}", router.log());
+    let held: Value = held.json().await.unwrap();
+    assert_eq!(held["route"]["container"]["address"], "127.0.0.1:4321");
+    assert_eq!(held["route"]["container"]["status"], "running");
+    assert_eq!(held["access"]["level"], "public");
+}

@@ -28,5 +28,6 @@ mod session_keys;
 mod shutdown;
 mod streams;
 mod table;
+mod upgrade;
 mod wake;
 mod websocket;

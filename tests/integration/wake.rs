@@ -31,7 +31,7 @@ fn now_ms() -> u64 {
 }
 
 /// Moto with the default tables and session acme-t1 (client acme) on container c1, stopped.
-async fn stopped_session() -> Moto {
+pub(crate) async fn stopped_session() -> Moto {
     let moto = Moto::start().await;
     moto.create_default_tables().await;
     moto.put(
@@ -66,7 +66,7 @@ fn sqs_wake(queue_url: &str) -> String {
     format!("kind = \"sqs\"\nqueue_url = \"{queue_url}\"\n")
 }
 
-async fn create_queue(moto: &Moto, name: &str) -> String {
+pub(crate) async fn create_queue(moto: &Moto, name: &str) -> String {
     let mut create = moto.sqs().create_queue().queue_name(name);
     if name.ends_with(".fifo") {
         create = create.attributes(QueueAttributeName::FifoQueue, "true");
@@ -81,14 +81,14 @@ async fn create_queue(moto: &Moto, name: &str) -> String {
 
 /// A received message: its body and, for FIFO queues, its group.
 #[derive(Debug)]
-struct Received {
+pub(crate) struct Received {
     body: Value,
     group: Option<String>,
 }
 
 /// Every message in the queue: receives until one receive comes back empty (at most 5 times),
 /// hiding each message for a minute so none is counted twice.
-async fn drain(moto: &Moto, url: &str) -> Vec<Received> {
+pub(crate) async fn drain(moto: &Moto, url: &str) -> Vec<Received> {
     let sqs = moto.sqs();
     let mut all = Vec::new();
     for _ in 0..5 {
@@ -504,7 +504,7 @@ async fn http_wakes_are_signed_posts() {
 }
 
 /// A held request of the waking page: its status, `Retry-After` and when it was answered.
-async fn held(client: reqwest::Client, url: String) -> (u16, Option<String>, Instant) {
+pub(crate) async fn held(client: reqwest::Client, url: String) -> (u16, Option<String>, Instant) {
     let resp = client
         .get(url)
         .header("user-agent", BROWSER)
@@ -521,7 +521,7 @@ async fn held(client: reqwest::Client, url: String) -> (u16, Option<String>, Ins
 }
 
 /// A router that learns of the container only by watching: no full refresh during the test.
-fn watching(moto: &Moto, queue_url: &str, wait_timeout: &str) -> RouterOptions {
+pub(crate) fn watching(moto: &Moto, queue_url: &str, wait_timeout: &str) -> RouterOptions {
     let wake = format!("{}wait_timeout = \"{wait_timeout}\"\n", sqs_wake(queue_url));
     RouterOptions {
         refresh_interval: "1h",

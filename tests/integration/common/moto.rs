@@ -19,6 +19,11 @@ pub struct Moto {
     pub client: Client,
 }
 
+/// The Python of moto's virtualenv, which has boto3.
+pub fn python() -> PathBuf {
+    moto_server().with_file_name("python")
+}
+
 /// Where `make test` installs moto; `MOTO_SERVER` overrides.
 fn moto_server() -> PathBuf {
     std::env::var_os("MOTO_SERVER")
