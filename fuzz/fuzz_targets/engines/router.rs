@@ -101,6 +101,10 @@ impl Router {
     }
 }
 
+/// The routers' one path-mode host and one host-mode pattern.
+pub const PATH_HOST: &str = "edit.{client}.localhost";
+pub const HOST_PATTERN: &str = "{thread}.edit.{client}.localhost";
+
 fn write_config(
     dir: &Path,
     fast_path: bool,
@@ -125,8 +129,8 @@ admin = "{admin}"
 fast_path = {fast_path}
 {TIMEOUTS}
 [routing]
-path_hosts = ["edit.{{client}}.localhost"]
-host_patterns = ["{{thread}}.edit.{{client}}.localhost"]
+path_hosts = ["{PATH_HOST}"]
+host_patterns = ["{HOST_PATTERN}"]
 
 [access]
 default = "public"

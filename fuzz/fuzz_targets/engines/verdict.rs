@@ -13,6 +13,7 @@ use crate::client::End;
 use crate::container::{honest_body, Entry};
 use crate::input::Case;
 use crate::reading::{self, Head, Piece, Response};
+use crate::router;
 use crate::stage::Ran;
 
 /// Where the client's view of one piece came from.
@@ -216,7 +217,24 @@ fn is_own_final(r: &Response) -> bool {
         && head
             .values("cache-control")
             .any(|v| v.ends_with(b"no-store"))
-        && own_bodies().contains(&r.body)
+        && (own_bodies().contains(&r.body) || is_wrong_host_help(&r.body))
+}
+
+/// The 404 a client on the router's machine gets for a host no pattern serves: it names the
+/// router's own port, which differs between the two routers, so it is rendered for the port it
+/// names.
+fn is_wrong_host_help(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    let port = text
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse::<u16>().ok());
+    port.is_some_and(|port| {
+        pages::wrong_host(&[router::PATH_HOST], &[router::HOST_PATTERN], port).body == body
+    })
 }
 
 fn own_bodies() -> &'static BTreeSet<Vec<u8>> {
