@@ -1,9 +1,11 @@
-//! Whether this process is on its way out, and leaving as soon as nothing is in flight. Pingora marks its sessions as shutting down only when
-//! it stops accepting; on a `-u` handover that comes 5 s after SIGQUIT, and until then clients
-//! keep reusing connections that the old process will close when it stops. Watching Pingora's
-//! execution phase instead flags the drain at SIGQUIT, so every answer from then on says
-//! `Connection: close` and clients move their next request to a fresh connection, which the
-//! kernel hands to either process while both accept, and only to the new one afterwards.
+//! Whether this process is on its way out, and leaving as soon as nothing is in flight.
+//!
+//! Pingora marks its sessions as shutting down only when it stops accepting; on a `-u` handover
+//! that comes 5 s after SIGQUIT, and until then clients keep reusing connections that the old
+//! process will close when it stops. Watching Pingora's execution phase instead flags the drain
+//! at SIGQUIT, so every answer from then on says `Connection: close` and clients move their next
+//! request to a fresh connection, which the kernel hands to either process while both accept,
+//! and only to the new one afterwards.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,23 +32,6 @@ impl Draining {
     }
 }
 
-/// Background task that sets [`Draining`] from Pingora's execution phases.
-pub struct DrainWatcher {
-    draining: Arc<Draining>,
-    /// Taken by the one `start` call; a Mutex only because `start` gets `&self`.
-    phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
-}
-
-impl DrainWatcher {
-    /// `phases` comes from `Server::watch_execution_phase()`, subscribed before the server runs.
-    pub fn new(draining: Arc<Draining>, phases: broadcast::Receiver<ExecutionPhase>) -> Self {
-        DrainWatcher {
-            draining,
-            phases: Mutex::new(Some(phases)),
-        }
-    }
-}
-
 fn starts_drain(phase: &ExecutionPhase) -> bool {
     matches!(
         phase,
@@ -55,36 +40,6 @@ fn starts_drain(phase: &ExecutionPhase) -> bool {
             | ExecutionPhase::GracefulTerminate
             | ExecutionPhase::ShutdownStarted
     )
-}
-
-#[async_trait]
-impl BackgroundService for DrainWatcher {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let phases = self.phases.lock().ok().and_then(|mut p| p.take());
-        let Some(mut phases) = phases else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                phase = phases.recv() => match phase {
-                    Ok(phase) if starts_drain(&phase) => {
-                        log::info!("draining: answers now close their connections ({phase:?})");
-                        self.draining.set();
-                        return;
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                // Shutdown without a phase seen first (the channel lagged): drain all the same.
-                changed = shutdown.changed() => {
-                    if changed.is_err() || *shutdown.borrow() {
-                        self.draining.set();
-                        return;
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// How often a graceful shutdown looks whether anything is left in flight.
@@ -96,28 +51,66 @@ pub trait InFlight: Send + Sync {
     fn in_flight(&self) -> usize;
 }
 
-/// Ends a graceful shutdown once nothing is in flight. Pingora's main thread sleeps the whole
-/// `grace_period_seconds` whatever is in flight, so an idle router would hold every deploy and
-/// every `docker stop` up for that long; the grace period stays the upper bound. The admin
-/// listener is not waited for: a scrape or probe cut short is asked again of another router.
-pub struct ExitWhenIdle {
+/// Follows Pingora's execution phases: sets [`Draining`] when the process starts handing over or
+/// shutting down, then ends a graceful shutdown once nothing is in flight. Pingora's main thread
+/// sleeps the whole `grace_period_seconds` whatever is in flight, so an idle router would hold
+/// every deploy and every `docker stop` up for that long; the grace period stays the upper
+/// bound. The admin listener is not waited for: a scrape or probe cut short is asked again of
+/// another router.
+pub struct ShutdownWatcher {
+    draining: Arc<Draining>,
     work: Vec<Arc<dyn InFlight>>,
     access_log: Arc<AccessLog>,
     /// Taken by the one `start` call; a Mutex only because `start` gets `&self`.
     phases: Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
 
-impl ExitWhenIdle {
+impl ShutdownWatcher {
     /// `phases` comes from `Server::watch_execution_phase()`, subscribed before the server runs.
     pub fn new(
+        draining: Arc<Draining>,
         work: Vec<Arc<dyn InFlight>>,
         access_log: Arc<AccessLog>,
         phases: broadcast::Receiver<ExecutionPhase>,
     ) -> Self {
-        ExitWhenIdle {
+        ShutdownWatcher {
+            draining,
             work,
             access_log,
             phases: Mutex::new(Some(phases)),
+        }
+    }
+
+    fn drain(&self, why: &str) {
+        if !self.draining.is_set() {
+            log::info!("draining: answers now close their connections ({why})");
+            self.draining.set();
+        }
+    }
+
+    /// Sets the drain at its phase and returns when Pingora starts sleeping out its grace
+    /// period: after a SIGTERM at once, after a SIGQUIT handover only once the old process has
+    /// stopped accepting. False if the phases end first.
+    async fn until_grace_period(
+        &self,
+        phases: &mut broadcast::Receiver<ExecutionPhase>,
+        shutdown: &mut ShutdownWatch,
+    ) -> bool {
+        loop {
+            tokio::select! {
+                phase = phases.recv() => match phase {
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => return true,
+                    Ok(phase) if starts_drain(&phase) => self.drain(&format!("{phase:?}")),
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return false,
+                },
+                // Shutdown without a phase seen first (the channel lagged): drain all the same.
+                changed = shutdown.changed(), if !self.draining.is_set() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        self.drain("shutdown");
+                    }
+                }
+            }
         }
     }
 
@@ -133,27 +126,15 @@ impl ExitWhenIdle {
     }
 }
 
-/// Waits for the phase in which Pingora sleeps out its grace period: after a SIGTERM at once,
-/// after a SIGQUIT handover only once the old process has stopped accepting.
-async fn grace_period_starts(phases: &mut broadcast::Receiver<ExecutionPhase>) -> bool {
-    loop {
-        match phases.recv().await {
-            Ok(ExecutionPhase::ShutdownGracePeriod) => return true,
-            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-            Err(broadcast::error::RecvError::Closed) => return false,
-        }
-    }
-}
-
 #[async_trait]
-impl BackgroundService for ExitWhenIdle {
-    // The shutdown watch fires before the grace period; this service outlives it on purpose.
-    async fn start(&self, _shutdown: ShutdownWatch) {
+impl BackgroundService for ShutdownWatcher {
+    // Outlives the shutdown watch on purpose: the grace period comes after it.
+    async fn start(&self, mut shutdown: ShutdownWatch) {
         let phases = self.phases.lock().ok().and_then(|mut p| p.take());
         let Some(mut phases) = phases else {
             return;
         };
-        if !grace_period_starts(&mut phases).await {
+        if !self.until_grace_period(&mut phases, &mut shutdown).await {
             return;
         }
         self.until_idle().await;

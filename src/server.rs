@@ -19,7 +19,7 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{AccessConfig, Config, ConfigError, ConfigSource, StoreKind};
 use crate::downstream::{Admission, DownstreamLimits, MemoryRelease};
-use crate::drain::{DrainWatcher, Draining, ExitWhenIdle};
+use crate::drain::{Draining, ShutdownWatcher};
 use crate::fastpath::{Engine, FastPath, PoolSweeper, UpstreamPool};
 use crate::headers::OwnCookies;
 use crate::health::{Health, HealthChecker};
@@ -166,10 +166,6 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         ),
     );
     let draining = Arc::new(Draining::default());
-    let drain_watcher = background_service(
-        "drain watcher",
-        DrainWatcher::new(draining.clone(), server.watch_execution_phase()),
-    );
     let access_log = Arc::new(AccessLog::new(config.log.format, DEFAULT_BUFFER_BYTES));
     let flusher = background_service(
         "access log flush",
@@ -203,9 +199,10 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
         access_log,
     };
     let admission = add_proxy_service(&mut server, &config, shared.clone());
-    let exit_when_idle = background_service(
-        "exit when idle",
-        ExitWhenIdle::new(
+    let shutdown_watcher = background_service(
+        "shutdown watcher",
+        ShutdownWatcher::new(
+            shared.draining.clone(),
             vec![
                 admission,
                 shared.lifecycle.activity.clone(),
@@ -226,8 +223,7 @@ pub fn build(cli: Cli, config: Config, server_conf: ServerConf) -> Result<Server
     server.add_service(refresher);
     server.add_service(watcher);
     server.add_service(checker);
-    server.add_service(drain_watcher);
-    server.add_service(exit_when_idle);
+    server.add_service(shutdown_watcher);
     server.add_service(flusher);
     server.add_service(activity_writer);
     server.add_service(watch_poller);

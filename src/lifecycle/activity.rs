@@ -151,7 +151,7 @@ impl crate::drain::InFlight for Activity {
 #[async_trait]
 impl BackgroundService for ActivityWriter {
     // Runs past the shutdown watch on purpose: requests still in flight queue stamps, and the
-    // process exits once they are written (`ExitWhenIdle`) or at the end of the grace period.
+    // process exits once they are written (`ShutdownWatcher`) or at the end of the grace period.
     async fn start(&self, _shutdown: ShutdownWatch) {
         let Some(rx) = self.activity.pending.lock().ok().and_then(|mut p| p.take()) else {
             return;
